@@ -1,0 +1,5 @@
+"""RhinoBox: a content-addressed media ingest server."""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,57 @@
+"""Linux filesystem calls the standard library lacks: rename without replace, and syncfs.
+
+Both fall back to portable (slower) equivalents where the kernel or filesystem says no.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+from typing import Final
+
+__all__ = ["rename_noreplace", "sync_filesystem"]
+
+_AT_FDCWD: Final = -100
+_RENAME_NOREPLACE: Final = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+_syncfs = getattr(_libc, "syncfs", None)
+
+
+def rename_noreplace(src: Path, dst: Path) -> bool:
+    """Rename `src` to `dst` unless `dst` exists; True if renamed, False if `dst` was there.
+
+    Never replaces an existing file, so a stored blob is never overwritten, even by equal bytes.
+    """
+    if _renameat2 is not None:
+        rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(dst))
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    os.unlink(src)
+    return True
+
+
+def sync_filesystem(fd: int) -> None:
+    """Flush every dirty page and metadata change of the filesystem holding `fd` to stable storage.
+
+    One syncfs covers a whole batch of files and directory entries, where per-file fsync would
+    cost one journal commit each.
+    """
+    if _syncfs is None:
+        os.sync()
+        return
+    if _syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

@@ -1,0 +1,139 @@
+"""Blobs as files under the data directory: `blobs/<2 hex>/<64 hex>`, spool files in `tmp/`.
+
+The 256 fan-out directories are created once at open, never per file (mkdir is costly on ext4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from rhinobox.blobs.digest import is_digest
+from rhinobox.blobs.durability import GroupSyncer
+from rhinobox.blobs.fsops import rename_noreplace, sync_filesystem
+
+__all__ = ["FANOUT_HEX_CHARS", "LocalBlobStore"]
+
+FANOUT_HEX_CHARS: Final = 2
+BLOBS_DIRNAME: Final = "blobs"
+SPOOL_DIRNAME: Final = "tmp"
+
+
+class LocalBlobStore:
+    """A `BlobStore` on the local filesystem, with grouped syncs for durability."""
+
+    def __init__(self, data_dir: Path, *, durable: bool) -> None:
+        self.root = data_dir / BLOBS_DIRNAME
+        self._spool_dir = data_dir / SPOOL_DIRNAME
+        self._durable = durable
+        self._dirfd: int | None = None
+        self._syncer: GroupSyncer | None = None
+        # Digests committed since the last sync began: a duplicate of one of these must wait
+        # for a sync too, or it could answer before the blob it points at is durable.
+        self._unsynced: set[str] = set()
+        self._syncing: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._spool_dir
+
+    def open(self) -> None:
+        """Create the directory tree (idempotent) and the sync machinery."""
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for prefix in range(16**FANOUT_HEX_CHARS):
+            (self.root / f"{prefix:0{FANOUT_HEX_CHARS}x}").mkdir(exist_ok=True)
+        self._dirfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        self._syncer = GroupSyncer(self._sync_now)
+
+    def close(self) -> None:
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
+        if self._dirfd is not None:
+            os.close(self._dirfd)
+            self._dirfd = None
+
+    def path_for(self, digest: str) -> Path:
+        return self.root / digest[:FANOUT_HEX_CHARS] / digest
+
+    def contains(self, digest: str) -> bool:
+        return os.path.exists(self.path_for(digest))
+
+    def commit(self, spool_path: Path, digest: str) -> bool:
+        try:
+            created = rename_noreplace(spool_path, self.path_for(digest))
+        except BaseException:
+            _unlink_quietly(spool_path)
+            raise
+        if not created:
+            _unlink_quietly(spool_path)
+        elif self._durable:
+            with self._lock:
+                self._unsynced.add(digest)
+        return created
+
+    def needs_flush(self, digest: str) -> bool:
+        if not self._durable:
+            return False
+        with self._lock:
+            return digest in self._unsynced or digest in self._syncing
+
+    async def flush(self) -> None:
+        if self._durable and self._syncer is not None:
+            await self._syncer.barrier()
+
+    def _sync_now(self) -> None:
+        with self._lock:
+            self._syncing, self._unsynced = self._unsynced, set()
+        assert self._dirfd is not None
+        sync_filesystem(self._dirfd)
+        with self._lock:
+            self._syncing = set()
+
+    @property
+    def sync_rounds(self) -> int:
+        return self._syncer.rounds if self._syncer is not None else 0
+
+    def delete(self, digest: str) -> bool:
+        try:
+            os.unlink(self.path_for(digest))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def size(self, digest: str) -> int | None:
+        try:
+            return os.stat(self.path_for(digest)).st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, digest: str) -> Path | None:
+        path = self.path_for(digest)
+        return path if path.exists() else None
+
+    def iter_digests(self) -> Iterator[str]:
+        for fanout in os.scandir(self.root):
+            if not fanout.is_dir():
+                continue
+            for entry in os.scandir(fanout.path):
+                if is_digest(entry.name) and entry.name.startswith(fanout.name):
+                    yield entry.name
+
+    def remove_stale_spool(self) -> int:
+        removed = 0
+        for entry in os.scandir(self._spool_dir):
+            if entry.is_file(follow_symlinks=False):
+                _unlink_quietly(Path(entry.path))
+                removed += 1
+        return removed
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

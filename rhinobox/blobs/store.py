@@ -1,0 +1,61 @@
+"""The `BlobStore` protocol: what the ingest pipeline and the HTTP layer may ask of blob storage.
+
+Blocking methods are called from worker threads; `flush` is awaited on the event loop so that
+concurrent callers can share one durability barrier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["BlobStore"]
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes. A blob is immutable once committed; commit never overwrites."""
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where uploads are spooled before commit (same filesystem as the blobs, for rename)."""
+        ...
+
+    def contains(self, digest: str) -> bool:
+        """True if a blob with this digest is stored."""
+        ...
+
+    def commit(self, spool_path: Path, digest: str) -> bool:
+        """Move a fully written spool file in as `digest`; True if new, False if it already existed.
+
+        The spool file is gone afterwards either way. The caller has verified the digest.
+        """
+        ...
+
+    def needs_flush(self, digest: str) -> bool:
+        """True if the blob was committed but the commit may not be durable yet."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once every spool write and commit finished before the call is durable."""
+        ...
+
+    def delete(self, digest: str) -> bool:
+        """Remove a blob; True if it existed."""
+        ...
+
+    def size(self, digest: str) -> int | None:
+        """The stored size of a blob, or None if absent."""
+        ...
+
+    def local_path(self, digest: str) -> Path | None:
+        """A filesystem path to serve the blob from (sendfile), or None if the backend has none."""
+        ...
+
+    def iter_digests(self) -> Iterator[str]:
+        """Every stored digest, in no particular order (for reconciliation and verify)."""
+        ...
+
+    def remove_stale_spool(self) -> int:
+        """Delete spool files left by a previous process (call before serving); returns the count."""
+        ...

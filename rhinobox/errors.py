@@ -1,0 +1,113 @@
+"""The domain's errors: each carries a stable machine-readable code; HTTP maps codes to statuses."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BadHash",
+    "BlobNotFound",
+    "ClientDisconnected",
+    "DigestMismatch",
+    "EmptyFile",
+    "FileTooLarge",
+    "InsufficientStorage",
+    "InvalidRules",
+    "MalformedMultipart",
+    "NoFiles",
+    "NotMultipart",
+    "Overloaded",
+    "RhinoBoxError",
+    "StorageError",
+    "TooManyFiles",
+]
+
+
+class RhinoBoxError(Exception):
+    """Base of every error a client may see; `code` is stable, the message is for humans."""
+
+    code: ClassVar[str] = "internal"
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+
+
+class NotMultipart(RhinoBoxError):
+    code = "not_multipart"
+    default_message = "expected a multipart/form-data body"
+
+
+class MalformedMultipart(RhinoBoxError):
+    code = "malformed_multipart"
+    default_message = "the multipart body could not be parsed"
+
+
+class NoFiles(RhinoBoxError):
+    code = "no_files"
+    default_message = "the request holds no file parts"
+
+
+class TooManyFiles(RhinoBoxError):
+    code = "too_many_files"
+    default_message = "more files than one request may carry"
+
+
+class FileTooLarge(RhinoBoxError):
+    code = "file_too_large"
+    default_message = "the file is larger than the per-file limit"
+
+
+class EmptyFile(RhinoBoxError):
+    code = "empty_file"
+    default_message = "the file is empty"
+
+
+class Overloaded(RhinoBoxError):
+    code = "overloaded"
+    default_message = "the ingest queue is full; retry later"
+    retry_after_seconds: ClassVar[int] = 1
+
+
+class InsufficientStorage(RhinoBoxError):
+    code = "insufficient_storage"
+    default_message = "not enough free space on the data disk"
+
+
+class StorageError(RhinoBoxError):
+    code = "storage_error"
+    default_message = "the file could not be stored"
+
+
+class ClientDisconnected(RhinoBoxError):
+    code = "client_disconnected"
+    default_message = "the client went away before the upload was complete"
+
+
+class BadHash(RhinoBoxError):
+    code = "bad_hash"
+    default_message = "a hash must be 64 lowercase hex characters (BLAKE3-256)"
+
+
+class BlobNotFound(RhinoBoxError):
+    code = "not_found"
+    default_message = "no blob with that hash"
+
+
+class DigestMismatch(RhinoBoxError):
+    code = "digest_mismatch"
+    default_message = "the content does not match the expected digest"
+
+
+class InvalidRules(RhinoBoxError):
+    code = "invalid_rules"
+    default_message = "the category rules are not valid"
+
+
+class FieldTooLarge(RhinoBoxError):
+    code = "field_too_large"
+    default_message = "a text field is larger than allowed"
+
+
+__all__ += ["FieldTooLarge"]

@@ -1,0 +1,69 @@
+"""`POST /ingest` (alias `/ingest/media`): multipart in, one JSON result per file out, in order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from rhinobox.errors import ClientDisconnected
+from rhinobox.http.errors import status_for
+from rhinobox.http.keys import PIPELINE
+from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
+from rhinobox.ingest.session import IngestReport
+
+__all__ = ["READ_CHUNK", "ingest", "report_body", "report_status"]
+
+READ_CHUNK: Final = 256 * 1024
+
+
+async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body in large chunks; a vanished client becomes `ClientDisconnected`."""
+    content = request.content
+    try:
+        while chunk := await content.read(READ_CHUNK):
+            yield chunk
+    except (ConnectionError, aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+        raise ClientDisconnected(f"upload interrupted: {exc.__class__.__name__}") from None
+
+
+def file_result(report: IngestReport, entry: FileEntry) -> dict[str, Any]:
+    error = entry.error
+    return {
+        "index": entry.index,
+        "name": entry.name,
+        "status": "error" if error else entry.status,
+        "hash": entry.digest if not error else None,
+        "size": entry.size if not error else None,
+        "mime": entry.mime if not error else None,
+        "category": report.category_of(entry) if not error else None,
+        "url": f"/files/{entry.digest}" if not error else None,
+        "error": {"code": error.code, "message": error.message} if error else None,
+    }
+
+
+def report_body(report: IngestReport) -> dict[str, Any]:
+    results = [file_result(report, entry) for entry in report.entries]
+    return {
+        "results": results,
+        "stored": sum(1 for e in report.entries if e.ok and e.status == STORED),
+        "duplicates": sum(1 for e in report.entries if e.ok and e.status == DUPLICATE),
+        "failed": sum(1 for e in report.entries if not e.ok),
+    }
+
+
+def report_status(report: IngestReport) -> int:
+    """200 if all succeeded; a lone failed file gives its own status; otherwise 207."""
+    failed = [e for e in report.entries if e.error is not None]
+    if not failed:
+        return 200
+    if len(report.entries) == 1:
+        return status_for(failed[0].error)  # type: ignore[arg-type]
+    return 207
+
+
+async def ingest(request: web.Request) -> web.Response:
+    report = await request.app[PIPELINE].ingest(request.headers.get("Content-Type"), body_chunks(request))
+    return web.json_response(report_body(report), status=report_status(report))

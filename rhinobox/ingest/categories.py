@@ -1,0 +1,204 @@
+"""Categorization rules: MIME type (and extension as fallback) to `category/subtype`.
+
+Rules are immutable values; `Categorizer` holds the current one behind a read-write lock, so a
+`PUT /categories` swaps the whole set at once and readers never see half of an update.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from rhinobox.errors import InvalidRules
+from rhinobox.ingest.rwlock import ReadWriteLock
+
+__all__ = ["DEFAULT_RULES", "Categorizer", "CategoryRules"]
+
+MAX_RULES: Final = 10_000
+RULES_FILENAME: Final = "categories.json"
+_MIME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9.+_-]*/(\*|[a-z0-9][a-z0-9.+_-]*)")
+_EXTENSION_PATTERN: Final = re.compile(r"\.[a-z0-9]{1,16}")
+_CATEGORY_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]*(/([a-z0-9.+_-]+|\{subtype\}))+")
+_SUBTYPE_UNSAFE: Final = re.compile(r"[^a-z0-9.+_-]+")
+_RULE_KEYS: Final = frozenset({"mime", "extension", "generic", "default"})
+
+DEFAULT_RULES: Final[Mapping[str, Any]] = {
+    "mime": {
+        "image/*": "images/{subtype}",
+        "video/*": "videos/{subtype}",
+        "audio/*": "audio/{subtype}",
+        "application/pdf": "documents/pdf",
+        "application/msword": "documents/doc",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "documents/docx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "documents/xlsx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation": "documents/pptx",
+        "application/vnd.oasis.opendocument.text": "documents/odt",
+        "application/rtf": "documents/rtf",
+        "text/rtf": "documents/rtf",
+        "application/epub+zip": "documents/epub",
+        "text/plain": "documents/text",
+        "text/markdown": "documents/markdown",
+        "text/csv": "documents/csv",
+        "text/html": "code/html",
+        "text/css": "code/css",
+        "application/json": "code/json",
+        "text/x-python": "code/python",
+        "text/x-script.python": "code/python",
+        "text/x-shellscript": "code/shell",
+        "text/x-c": "code/c",
+        "text/x-c++": "code/cpp",
+        "text/x-java": "code/java",
+        "application/javascript": "code/javascript",
+        "text/javascript": "code/javascript",
+        "application/zip": "archives/zip",
+        "application/gzip": "archives/gzip",
+        "application/x-tar": "archives/tar",
+        "application/x-bzip2": "archives/bzip2",
+        "application/x-xz": "archives/xz",
+        "application/zstd": "archives/zstd",
+        "application/x-7z-compressed": "archives/7z",
+        "application/x-rar": "archives/rar",
+        "application/vnd.rar": "archives/rar",
+    },
+    "extension": {
+        ".py": "code/python",
+        ".js": "code/javascript",
+        ".mjs": "code/javascript",
+        ".ts": "code/typescript",
+        ".go": "code/go",
+        ".rs": "code/rust",
+        ".c": "code/c",
+        ".h": "code/c",
+        ".cpp": "code/cpp",
+        ".java": "code/java",
+        ".rb": "code/ruby",
+        ".sh": "code/shell",
+        ".json": "code/json",
+        ".yaml": "code/yaml",
+        ".yml": "code/yaml",
+        ".toml": "code/toml",
+        ".sql": "code/sql",
+        ".html": "code/html",
+        ".css": "code/css",
+        ".md": "documents/markdown",
+        ".txt": "documents/text",
+        ".csv": "documents/csv",
+        ".mp3": "audio/mpeg",
+        ".mp4": "videos/mp4",
+        ".mov": "videos/quicktime",
+        ".mkv": "videos/x-matroska",
+        ".heic": "images/heic",
+        ".dng": "images/dng",
+    },
+    "generic": ["application/octet-stream", "text/plain", "inode/x-empty", "application/x-empty"],
+    "default": "other/{subtype}",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRules:
+    """A validated rule set. `categorize` is pure, so any thread may call it on a snapshot."""
+
+    mime: Mapping[str, str]
+    extension: Mapping[str, str]
+    generic: frozenset[str]
+    default: str
+    source: Mapping[str, Any] = field(compare=False)
+
+    @classmethod
+    def parse(cls, document: object) -> CategoryRules:
+        """Validate a JSON-shaped rule document as a whole; raise `InvalidRules` naming the first fault."""
+        if not isinstance(document, dict):
+            raise InvalidRules("rules must be a JSON object")
+        unknown = set(document) - _RULE_KEYS
+        if unknown:
+            raise InvalidRules(f"unknown keys: {', '.join(sorted(unknown))}")
+        mime = _string_map(document.get("mime", {}), "mime", _MIME_PATTERN)
+        extension = _string_map(document.get("extension", {}), "extension", _EXTENSION_PATTERN)
+        generic = document.get("generic", [])
+        if not isinstance(generic, list) or not all(isinstance(g, str) and _MIME_PATTERN.fullmatch(g) for g in generic):
+            raise InvalidRules("generic must be a list of MIME types")
+        default = document.get("default", "other/{subtype}")
+        _check_category(default, "default")
+        if len(mime) + len(extension) > MAX_RULES:
+            raise InvalidRules(f"at most {MAX_RULES} rules")
+        source = {"mime": dict(mime), "extension": dict(extension), "generic": list(generic), "default": default}
+        return cls(mime, extension, frozenset(generic), default, source)
+
+    def categorize(self, mime: str, extension: str) -> str:
+        """The category for a detected MIME type and a (lowercase, dotted) extension."""
+        by_extension = self.extension.get(extension) if extension else None
+        if by_extension and mime in self.generic:
+            return _fill(by_extension, mime)
+        rule = self.mime.get(mime) or self.mime.get(mime.partition("/")[0] + "/*") or by_extension
+        return _fill(rule or self.default, mime)
+
+
+def _string_map(value: object, key: str, pattern: re.Pattern[str]) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidRules(f"{key} must be an object")
+    for match, category in value.items():
+        if not isinstance(match, str) or not pattern.fullmatch(match):
+            raise InvalidRules(f"{key}: bad key {match!r}")
+        _check_category(category, f"{key}[{match!r}]")
+    return dict(value)
+
+
+def _check_category(category: object, where: str) -> None:
+    if not isinstance(category, str) or not _CATEGORY_PATTERN.fullmatch(category):
+        raise InvalidRules(f"{where}: a category is lowercase segments like 'images/png' or 'images/{{subtype}}'")
+
+
+def _fill(template: str, mime: str) -> str:
+    subtype = _SUBTYPE_UNSAFE.sub("-", mime.partition("/")[2].lower()).strip("-") or "unknown"
+    return template.replace("{subtype}", subtype)
+
+
+class Categorizer:
+    """The current rules, swappable at run time and persisted in the data directory."""
+
+    def __init__(self, rules: CategoryRules, store_path: Path | None = None) -> None:
+        self._rules = rules
+        self._lock = ReadWriteLock()
+        self._store_path = store_path
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Categorizer:
+        """Rules saved by a previous `replace`, else the defaults."""
+        path = data_dir / RULES_FILENAME
+        rules = CategoryRules.parse(dict(DEFAULT_RULES))
+        if path.exists():
+            rules = CategoryRules.parse(json.loads(path.read_text("utf-8")))
+        return cls(rules, path)
+
+    def categorize(self, mime: str, extension: str) -> str:
+        with self._lock.read():
+            return self._rules.categorize(mime, extension)
+
+    def snapshot(self) -> CategoryRules:
+        """The rules in force now; a batch may categorize many files against one snapshot."""
+        with self._lock.read():
+            return self._rules
+
+    def replace(self, document: object) -> CategoryRules:
+        """Validate, persist, then swap in a new rule set; on any fault the old set stays."""
+        rules = CategoryRules.parse(document)
+        with self._lock.write():
+            if self._store_path is not None:
+                _write_atomically(self._store_path, json.dumps(rules.source, indent=1, sort_keys=True))
+            self._rules = rules
+        return rules
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

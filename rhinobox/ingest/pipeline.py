@@ -1,0 +1,106 @@
+"""`IngestPipeline`: the long-lived parts of ingest (pool, arenas, pins, rules) and its entry point."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Final
+
+from rhinobox.blobs.digest import is_digest
+from rhinobox.blobs.store import BlobStore
+from rhinobox.catalog.base import Catalog
+from rhinobox.errors import DigestMismatch, InsufficientStorage, MalformedMultipart
+from rhinobox.ingest.buffers import ArenaPool
+from rhinobox.ingest.categories import Categorizer
+from rhinobox.ingest.entry import FileEntry
+from rhinobox.ingest.multipart import PartHeaders, boundary_from_content_type
+from rhinobox.ingest.pins import HashPins
+from rhinobox.ingest.pool import WorkerPool
+from rhinobox.ingest.session import IngestReport, IngestSession
+from rhinobox.ingest.sniff import MimeSniffer
+from rhinobox.ingest.stages import StageContext
+from rhinobox.settings import Settings
+
+__all__ = ["DIGEST_FIELD_SUFFIX", "IngestPipeline"]
+
+ARENAS_PER_WORKER: Final = 8
+DIGEST_FIELD_SUFFIX: Final = ".blake3"
+CONTENT_DIGEST_HEADER: Final = "content-digest"
+
+
+class IngestPipeline:
+    """Shared by every ingest request of one app."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: BlobStore,
+        catalog: Catalog,
+        categorizer: Categorizer,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.categorizer = categorizer
+        self.sniffer = MimeSniffer()
+        self.pool = WorkerPool(settings.workers, settings.queue_size)
+        self.arenas = ArenaPool(settings.workers * ARENAS_PER_WORKER)
+        self.pins = HashPins()
+        self.stage_context = StageContext(store, self.sniffer, categorizer)
+
+    async def ingest(self, content_type: str | None, body: AsyncIterator[bytes]) -> IngestReport:
+        """Ingest one multipart request; raises a `RhinoBoxError` for request-level failures."""
+        boundary = boundary_from_content_type(content_type)
+        self.pool.admit()
+        self.check_free_space()
+        return await IngestSession(self).run(boundary, body)
+
+    def check_free_space(self) -> None:
+        """Refuse to start writing when the data disk is below the free-space floor."""
+        if self.settings.min_free_mb <= 0:
+            return
+        stat = os.statvfs(self.store.spool_dir)
+        if stat.f_bavail * stat.f_frsize < self.settings.min_free_mb * 1024 * 1024:
+            raise InsufficientStorage(f"less than {self.settings.min_free_mb} MiB free on the data disk")
+
+    def expected_digest(self, headers: PartHeaders, fields: Mapping[str, str]) -> str | None:
+        """The digest a client declared for a file part: `Content-Digest` header or `<field>.blake3` field."""
+        declared = headers.headers.get(CONTENT_DIGEST_HEADER)
+        if declared is not None:
+            return parse_content_digest(declared)
+        field_value = fields.get(headers.field + DIGEST_FIELD_SUFFIX)
+        if field_value is not None:
+            value = field_value.strip().lower()
+            if not is_digest(value):
+                raise MalformedMultipart(f"field {headers.field + DIGEST_FIELD_SUFFIX!r} is not a BLAKE3 hex digest")
+            return value
+        return None
+
+    @staticmethod
+    def digest_mismatch(entry: FileEntry) -> DigestMismatch:
+        return DigestMismatch(f"content hashes to {entry.digest}, not the declared {entry.expected_digest}")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def parse_content_digest(value: str) -> str:
+    """`blake3=<64 hex>` or RFC 9530 style `blake3=:<base64>:`; other algorithms are refused."""
+    for item in value.split(","):
+        algorithm, _, encoded = item.strip().partition("=")
+        if algorithm.strip().lower() != "blake3":
+            continue
+        encoded = encoded.strip()
+        if encoded.startswith(":") and encoded.endswith(":") and len(encoded) > 2:
+            try:
+                raw = base64.b64decode(encoded[1:-1], validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) == 32:
+                return raw.hex()
+        elif is_digest(encoded.lower()):
+            return encoded.lower()
+        raise MalformedMultipart("Content-Digest blake3 value must be 64 hex or :base64: of 32 bytes")
+    raise MalformedMultipart("Content-Digest must carry a blake3 digest")

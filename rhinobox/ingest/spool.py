@@ -1,0 +1,101 @@
+"""Spool files: upload bytes written to the data directory's spool area while they are hashed.
+
+Small files arrive whole in an arena and are written in one call (`write_spool_file`); large ones
+stream through `SpoolWriter`, which hashes and writes in big blocks (BLAKE3 releases the GIL for
+large updates) so a file is never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+import blake3
+
+from rhinobox.errors import InsufficientStorage, StorageError
+from rhinobox.ingest.sniff import SNIFF_BYTES
+
+__all__ = ["SPOOL_SUFFIX", "SpoolWriter", "new_spool_path", "write_spool_file"]
+
+SPOOL_SUFFIX: Final = ".spool"
+_OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+# Threads BLAKE3 may use on one large update; bounded so hashing does not starve the other workers.
+HASH_THREADS: Final = 2
+
+
+def new_spool_path(spool_dir: Path) -> Path:
+    return spool_dir / (secrets.token_hex(12) + SPOOL_SUFFIX)
+
+
+def _storage_error(exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage()
+    return StorageError(f"could not write the spool file ({exc.strerror})")
+
+
+def write_spool_file(spool_dir: Path, data: bytes | memoryview) -> Path:
+    """Write `data` to a new spool file and return its path; no file is left on failure."""
+    path = new_spool_path(spool_dir)
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o644)
+    except OSError as exc:
+        raise _storage_error(exc) from exc
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(path)
+        raise _storage_error(exc) from exc
+    os.close(fd)
+    return path
+
+
+class SpoolWriter:
+    """One large upload being written to a spool file and hashed; `abort` leaves nothing behind."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.path = new_spool_path(spool_dir)
+        self.size = 0
+        self.head = b""
+        self._hasher = blake3.blake3(max_threads=HASH_THREADS)
+        try:
+            self._fd: int | None = os.open(self.path, _OPEN_FLAGS, 0o644)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Hash and write one block (blocking: call from a worker thread for big blocks)."""
+        if self._fd is None:
+            raise StorageError("spool file is closed")
+        if len(self.head) < SNIFF_BYTES:
+            self.head += bytes(data[: SNIFF_BYTES - len(self.head)])
+        self._hasher.update(data)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self.abort()
+            raise _storage_error(exc) from exc
+        self.size += len(data)
+
+    def finish(self) -> str:
+        """Close the file and return the hex digest; the file stays for commit."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        return self._hasher.hexdigest()
+
+    def abort(self) -> None:
+        """Close and remove the spool file (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)

@@ -1,0 +1,79 @@
+"""The blocking steps of the pipeline, run on worker threads (or inline for a single file).
+
+Each takes a list of entries so that one thread hop serves many small files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rhinobox.blobs.store import BlobStore
+from rhinobox.errors import RhinoBoxError, StorageError
+from rhinobox.ingest.categories import Categorizer
+from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
+from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
+from rhinobox.ingest.spool import write_spool_file
+
+__all__ = ["StageContext", "commit_entries", "prepare_in_memory", "prepare_spooled"]
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """What the stages need from the app."""
+
+    store: BlobStore
+    sniffer: MimeSniffer
+    categorizer: Categorizer
+
+
+def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry]) -> None:
+    """Sniff, categorize, and spool (unless the blob is already stored) files held in an arena.
+
+    The digest is already known and pinned, so `contains` cannot be invalidated by a delete.
+    """
+    rules = ctx.categorizer.snapshot()
+    spool_dir = ctx.store.spool_dir
+    for entry in entries:
+        assert entry.arena is not None
+        assert entry.digest is not None
+        data = entry.arena.view[entry.offset : entry.offset + entry.size]
+        try:
+            entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
+            entry.blob_category = rules.categorize(entry.mime, entry.extension)
+            if not ctx.store.contains(entry.digest):
+                entry.spool_path = write_spool_file(spool_dir, data)
+        except RhinoBoxError as exc:
+            entry.fail(exc)
+        except OSError as exc:
+            entry.fail(StorageError(f"could not spool the file ({exc.strerror})"))
+
+
+def prepare_spooled(ctx: StageContext, entry: FileEntry, head: bytes) -> None:
+    """Sniff and categorize a file already spooled; drop the spool file if the blob is stored."""
+    assert entry.digest is not None
+    assert entry.spool_path is not None
+    entry.mime = ctx.sniffer.sniff(head)
+    entry.blob_category = ctx.categorizer.categorize(entry.mime, entry.extension)
+    if ctx.store.contains(entry.digest):
+        entry.spool_path.unlink(missing_ok=True)
+        entry.spool_path = None
+
+
+def commit_entries(store: BlobStore, entries: Sequence[FileEntry]) -> None:
+    """Move spooled files into the store; mark each entry stored or duplicate."""
+    for entry in entries:
+        if not entry.ok:
+            continue
+        assert entry.digest is not None
+        if entry.spool_path is None:
+            entry.status = DUPLICATE
+            continue
+        try:
+            created = store.commit(entry.spool_path, entry.digest)
+        except OSError as exc:
+            entry.fail(StorageError(f"could not store the file ({exc.strerror})"))
+            continue
+        finally:
+            entry.spool_path = None
+        entry.status = STORED if created else DUPLICATE

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install everything (including test tools and the real servers the tests use), then run the whole
+# suite: ruff, mypy, pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh --test
+.venv/bin/ruff check rhinobox tests benchmarks
+.venv/bin/ruff format --check rhinobox tests benchmarks
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,35 @@
+"""Fixtures: settings on a temp data dir, the app on a real socket through aiohttp's test client."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from rhinobox.app import create_app
+from rhinobox.settings import Settings
+
+AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+def make_settings(data_dir: Path, **overrides: str) -> Settings:
+    """Settings for a test: defaults, a private data dir, nothing from the caller's environment."""
+    return Settings.load(environ={}, overrides={"data_dir": str(data_dir), "addr": "127.0.0.1:0", **overrides})
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return make_settings(data_dir)
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, settings: Settings) -> TestClient[web.Request, web.Application]:
+    return await aiohttp_client(create_app(settings))
