@@ -9,15 +9,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from rhinobox.blobs.local import LocalBlobStore
-from rhinobox.catalog.sqlite import SQLiteCatalog
+from rhinobox.backends import make_blob_store, make_catalog
 from rhinobox.http.errors import error_middleware
 from rhinobox.http.keys import CATALOG, CATEGORIZER, PIPELINE, RECONCILE, SETTINGS, STORE
 from rhinobox.http.routes import setup_routes
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.pipeline import IngestPipeline
 from rhinobox.reconcile import ReconcileReport, reconcile
-from rhinobox.settings import FsyncMode, Settings
+from rhinobox.settings import Settings
 
 __all__ = ["create_app"]
 
@@ -26,15 +25,14 @@ log = logging.getLogger(__name__)
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    durable = settings.fsync is FsyncMode.ALWAYS
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = LocalBlobStore(settings.data_dir, durable=durable)
+    store = make_blob_store(settings)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, store.open)
     stale = await loop.run_in_executor(None, store.remove_stale_spool)
     if stale:
         log.warning("removed %d spool file(s) left by an earlier run", stale)
-    catalog = SQLiteCatalog.in_data_dir(settings.data_dir, durable=durable)
+    catalog = make_catalog(settings)
     await catalog.open()
     app[STORE] = store
     app[CATALOG] = catalog

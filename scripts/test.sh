@@ -3,7 +3,7 @@
 # suite: ruff, mypy, pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh --test
+scripts/bootstrap.sh --test $(grep -v -E "^\s*(#|$)" scripts/test-packages.txt | tr "\n" " ")
 .venv/bin/ruff check rhinobox tests benchmarks
 .venv/bin/ruff format --check rhinobox tests benchmarks
 .venv/bin/mypy

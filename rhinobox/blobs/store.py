@@ -16,6 +16,14 @@ __all__ = ["BlobStore"]
 class BlobStore(Protocol):
     """Content-addressed bytes. A blob is immutable once committed; commit never overwrites."""
 
+    def open(self) -> None:
+        """Prepare the store for use (blocking; called once at start)."""
+        ...
+
+    def close(self) -> None:
+        """Release resources (blocking; called once at shutdown)."""
+        ...
+
     @property
     def spool_dir(self) -> Path:
         """Where uploads are spooled before commit (same filesystem as the blobs, for rename)."""

@@ -52,10 +52,15 @@ class IngestPipeline:
 
     async def ingest(self, content_type: str | None, body: AsyncIterator[bytes]) -> IngestReport:
         """Ingest one multipart request; raises a `RhinoBoxError` for request-level failures."""
+        session, boundary = self.start_session(content_type)
+        return await session.run(boundary, body)
+
+    def start_session(self, content_type: str | None) -> tuple[IngestSession, bytes]:
+        """Admission checks for a new request, then a session to `receive` and `complete` it."""
         boundary = boundary_from_content_type(content_type)
         self.pool.admit()
         self.check_free_space()
-        return await IngestSession(self).run(boundary, body)
+        return IngestSession(self), boundary
 
     def check_free_space(self) -> None:
         """Refuse to start writing when the data disk is below the free-space floor."""

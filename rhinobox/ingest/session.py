@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
@@ -38,7 +38,7 @@ from rhinobox.ingest.stages import commit_entries, prepare_in_memory, prepare_sp
 if TYPE_CHECKING:
     from rhinobox.ingest.pipeline import IngestPipeline
 
-__all__ = ["IngestReport", "IngestSession"]
+__all__ = ["IngestReport", "IngestSession", "Progress"]
 
 SMALL_FILE_MAX: Final = 256 * 1024  # larger files stream to a spool file instead of an arena
 ARENA_MAX_FILES: Final = 64  # files handed to a worker in one task
@@ -47,6 +47,9 @@ COMMIT_CHUNK: Final = 256
 MAX_FIELD_BYTES: Final = 64 * 1024
 HINT_FIELD: Final = "category"
 COMMENT_FIELD: Final = "comment"
+
+
+Progress = Callable[[FileEntry], None]
 
 
 class IngestReport:
@@ -91,16 +94,54 @@ class IngestSession:
         self._dispatched = False
 
     async def run(self, boundary: bytes, body: AsyncIterator[bytes]) -> IngestReport:
+        """Receive the whole body, then store and record every file; the synchronous endpoint."""
+        await self.receive(boundary, body)
+        return await self.complete()
+
+    async def receive(self, boundary: bytes, body: AsyncIterator[bytes]) -> int:
+        """Stream the body off the socket; every file is then buffered or spooled. Returns the file count.
+
+        On failure everything is released and the error propagates; on success call `complete`.
+        """
         try:
             await self._stream(boundary, body)
             if not self._entries:
                 raise NoFiles()
+        except BaseException:
+            await self._cleanup()
+            raise
+        return len(self._entries)
+
+    async def complete(self, progress: Progress | None = None, chunk_files: int | None = None) -> IngestReport:
+        """Prepare, commit and record the received files; the results keep the request's order.
+
+        With `progress`, files are committed and recorded `chunk_files` at a time and `progress` is
+        called with each file once its result is final (async jobs report live progress this way).
+        """
+        try:
             await self._prepare_rest()
-            await self._commit()
-            await self._record()
+            if progress is None:
+                await self._commit(self._entries)
+                await self._record(self._entries)
+            else:
+                step = chunk_files or len(self._entries)
+                for start in range(0, len(self._entries), step):
+                    chunk = self._entries[start : start + step]
+                    await self._commit(chunk)
+                    await self._record(chunk)
+                    for entry in chunk:
+                        progress(entry)
             return IngestReport(self._entries, self._hint(), self._fields.get(COMMENT_FIELD))
         finally:
             await self._cleanup()
+
+    @property
+    def hint(self) -> str | None:
+        return self._hint()
+
+    @property
+    def comment(self) -> str | None:
+        return self._fields.get(COMMENT_FIELD)
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -321,11 +362,11 @@ class IngestSession:
             await asyncio.gather(*self._tasks)
             self._tasks.clear()
 
-    async def _commit(self) -> None:
-        spooled = [e for e in self._entries if e.ok and e.spool_path is not None]
+    async def _commit(self, entries: list[FileEntry]) -> None:
+        spooled = [e for e in entries if e.ok and e.spool_path is not None]
         if spooled:
             await self._p.store.flush()  # the bytes are durable before any name points at them
-        ready = [e for e in self._entries if e.ok and e.digest is not None]
+        ready = [e for e in entries if e.ok and e.digest is not None]
         if len(ready) <= 1:
             commit_entries(self._p.store, ready)
         else:
@@ -339,7 +380,7 @@ class IngestSession:
         if any(e.ok and (e.status == "stored" or store.needs_flush(e.digest or "")) for e in ready):
             await store.flush()  # the new names are durable before the catalog points at them
 
-    async def _record(self) -> None:
+    async def _record(self, entries: list[FileEntry]) -> None:
         now = time.time()
         hint, comment = self._hint(), self._fields.get(COMMENT_FIELD)
         records = [
@@ -355,7 +396,7 @@ class IngestSession:
                 claimed_type=e.claimed_type,
                 uploaded_at=now,
             )
-            for e in self._entries
+            for e in entries
             if e.ok and e.digest is not None
         ]
         await self._p.catalog.record_uploads(records)
