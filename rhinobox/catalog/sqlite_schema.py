@@ -6,6 +6,7 @@ migration not yet applied runs at open, in number order, each in its own transac
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 import aiosqlite
@@ -48,5 +49,5 @@ async def migrate(db: aiosqlite.Connection) -> None:
     for number in sorted(set(MIGRATIONS) - applied):
         await db.executescript(
             f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\n"
-            f"INSERT INTO schema_migrations (id, applied_at) VALUES ({number}, CAST(strftime('%s','now') AS REAL));\nCOMMIT;"
+            f"INSERT INTO schema_migrations (id, applied_at) VALUES ({number}, {time.time()});\nCOMMIT;"
         )
