@@ -6,21 +6,24 @@ The 256 fan-out directories are created once at open, never per file (mkdir is c
 from __future__ import annotations
 
 import contextlib
+import asyncio
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Final
 
 from rhinobox.blobs.digest import is_digest
 from rhinobox.blobs.durability import GroupSyncer
 from rhinobox.blobs.fsops import rename_noreplace, sync_filesystem
+from rhinobox.errors import BlobNotFound
 
 __all__ = ["FANOUT_HEX_CHARS", "LocalBlobStore"]
 
 FANOUT_HEX_CHARS: Final = 2
 BLOBS_DIRNAME: Final = "blobs"
 SPOOL_DIRNAME: Final = "tmp"
+READ_CHUNK: Final = 256 * 1024
 
 
 class LocalBlobStore:
@@ -116,6 +119,24 @@ class LocalBlobStore:
     def local_path(self, digest: str) -> Path | None:
         path = self.path_for(digest)
         return path if path.exists() else None
+
+    async def read_range(self, digest: str, start: int, end: int) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        try:
+            handle = await loop.run_in_executor(None, open, self.path_for(digest), "rb")
+        except FileNotFoundError:
+            raise BlobNotFound() from None
+        try:
+            await loop.run_in_executor(None, handle.seek, start)
+            left = end - start
+            while left > 0:
+                chunk = await loop.run_in_executor(None, handle.read, min(READ_CHUNK, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+        finally:
+            handle.close()
 
     def iter_digests(self) -> Iterator[str]:
         for fanout in os.scandir(self.root):

@@ -6,7 +6,7 @@ concurrent callers can share one durability barrier.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -58,6 +58,10 @@ class BlobStore(Protocol):
 
     def local_path(self, digest: str) -> Path | None:
         """A filesystem path to serve the blob from (sendfile), or None if the backend has none."""
+        ...
+
+    def read_range(self, digest: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end) of a blob (for backends without `local_path`); raises BlobNotFound."""
         ...
 
     def iter_digests(self) -> Iterator[str]:
