@@ -5,8 +5,8 @@ The 256 fan-out directories are created once at open, never per file (mkdir is c
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
