@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import blake3
 
-__all__ = ["blake3_hex", "blob_files", "form", "spool_files"]
+__all__ = ["blake3_hex", "blob_files", "form", "raw_multipart", "spool_files"]
 
 
 def blake3_hex(data: bytes) -> str:
@@ -31,6 +31,27 @@ def form(
     for filename, payload in files:
         data.add_field(field, payload, filename=filename, content_type=content_type)
     return data
+
+
+def raw_multipart(
+    parts: Iterable[tuple[bytes, bytes]], boundary: str = "rhinoboxtestboundary"
+) -> tuple[bytes, dict[str, str]]:
+    """A hand-framed multipart body from (raw Content-Disposition filename bytes, content) pairs.
+
+    For names a well-behaved client library refuses to send (control characters, invalid UTF-8).
+    """
+    body = b""
+    for filename, payload in parts:
+        body += (
+            f"--{boundary}\r\n".encode()
+            + b'Content-Disposition: form-data; name="files"; filename="'
+            + filename
+            + b'"\r\n\r\n'
+            + payload
+            + b"\r\n"
+        )
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def blob_files(data_dir: Path) -> dict[str, Path]:

@@ -26,7 +26,9 @@ def png(seed: int) -> bytes:
 
 
 def gif(seed: int) -> bytes:
-    return b"GIF89a" + struct.pack("<HH", 1, 1) + b"\x80\x00\x00" + bytes([seed % 256, 0, 0, 0, 0, 0]) + b";"
+    comment = str(seed).encode()
+    header = b"GIF89a" + struct.pack("<HH", 1, 1) + b"\x80\x00\x00" + bytes([seed % 256, 0, 0, 0, 0, 0])
+    return header + b"\x21\xfe" + bytes([len(comment)]) + comment + b"\x00;"
 
 
 def jpeg(seed: int) -> bytes:
@@ -56,7 +58,7 @@ def mp4(seed: int) -> bytes:
 
 
 def mp3(seed: int) -> bytes:
-    frame = b"\xff\xfb\x90\x64" + random.Random(seed).randbytes(413)
+    frame = b"\xff\xfb\x90\x64" + bytes(405) + seed.to_bytes(8, "big")
     return b"ID3\x03\x00\x00\x00\x00\x00\x00" + frame * 3
 
 
@@ -83,7 +85,7 @@ def plain_text(seed: int) -> bytes:
 
 
 def binary(seed: int) -> bytes:
-    return random.Random(seed).randbytes(4096)
+    return b"\x00\x01RHINO-BINARY\x00" + random.Random(seed).randbytes(4096)
 
 
 # name -> (maker, file extension, expected MIME, expected category)

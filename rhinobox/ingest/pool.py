@@ -29,6 +29,7 @@ class WorkerPool:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rhinobox-ingest")
         self._queued = 0
         self._busy = 0
+        self.files_done = 0
         self._busy_lock = threading.Lock()
         self._room = asyncio.Condition()
 
@@ -58,6 +59,7 @@ class WorkerPool:
             return await asyncio.get_running_loop().run_in_executor(self._executor, self._track, fn)
         finally:
             self._queued -= files
+            self.files_done += files
             if self._room._waiters:  # skip the lock round trip when nobody waits
                 async with self._room:
                     self._room.notify_all()

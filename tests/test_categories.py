@@ -1,0 +1,169 @@
+"""Categorization rules: defaults, validation, run-time replacement under the read-write lock."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from rhinobox.app import create_app
+from rhinobox.errors import InvalidRules
+from rhinobox.ingest.categories import DEFAULT_RULES, Categorizer, CategoryRules
+from rhinobox.ingest.rwlock import ReadWriteLock
+from tests.conftest import AiohttpClient, make_settings
+from tests.helpers import form
+from tests.samples import make_sample
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.mark.parametrize(
+    ("mime", "extension", "expected"),
+    [
+        ("image/png", ".png", "images/png"),
+        ("image/png", ".txt", "images/png"),
+        ("video/mp4", "", "videos/mp4"),
+        ("audio/mpeg", ".mp3", "audio/mpeg"),
+        ("application/pdf", ".pdf", "documents/pdf"),
+        ("application/zip", ".zip", "archives/zip"),
+        ("text/x-script.python", ".py", "code/python"),
+        ("text/plain", ".py", "code/python"),
+        ("text/plain", ".txt", "documents/text"),
+        ("text/plain", "", "documents/text"),
+        ("application/octet-stream", ".mp3", "audio/mpeg"),
+        ("application/octet-stream", "", "other/octet-stream"),
+        ("application/x-weird+thing", "", "other/x-weird+thing"),
+    ],
+)
+def test_default_rules(mime: str, extension: str, expected: str) -> None:
+    assert CategoryRules.parse(dict(DEFAULT_RULES)).categorize(mime, extension) == expected
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"mime": {"image/*": "Images/Upper"}},
+        {"mime": {"not a mime": "images/x"}},
+        {"mime": {"image/*": "images"}},
+        {"mime": {"image/*": "../escape/x"}},
+        {"extension": {"png": "images/png"}},
+        {"generic": "text/plain"},
+        {"default": 5},
+        {"unknown": {}},
+    ],
+)
+def test_invalid_rules_are_refused(document: Any) -> None:
+    with pytest.raises(InvalidRules):
+        CategoryRules.parse(document)
+
+
+async def test_get_and_put_categories_change_ingest_at_run_time(client: Client) -> None:
+    current = await (await client.get("/categories")).json()
+    assert current["mime"]["image/*"] == "images/{subtype}"
+    current["mime"]["image/png"] = "pictures/lossless"
+    response = await client.put("/categories", json=current)
+    assert response.status == 200
+    upload = await client.post("/ingest", data=form([make_sample("png", 1)]))
+    assert (await upload.json())["results"][0]["category"] == "pictures/lossless"
+    assert (await (await client.get("/categories")).json())["mime"]["image/png"] == "pictures/lossless"
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"mime": {"image/*": 7}}', b'"a string"'])
+async def test_bad_rule_set_is_refused_whole_and_old_rules_stay(client: Client, body: bytes) -> None:
+    before = await (await client.get("/categories")).json()
+    response = await client.put("/categories", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid_rules"
+    assert await (await client.get("/categories")).json() == before
+    upload = await client.post("/ingest", data=form([make_sample("png", 2)]))
+    assert (await upload.json())["results"][0]["category"] == "images/png"
+
+
+async def test_replaced_rules_survive_a_restart(aiohttp_client: AiohttpClient, data_dir: Path) -> None:
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    rules = {"mime": {"image/*": "photos/{subtype}"}, "default": "misc/{subtype}"}
+    assert (await first.put("/categories", json=rules)).status == 200
+    await first.close()
+    second = await aiohttp_client(create_app(make_settings(data_dir)))
+    upload = await second.post("/ingest", data=form([make_sample("gif", 1), make_sample("pdf", 1)]))
+    categories = [r["category"] for r in (await upload.json())["results"]]
+    assert categories == ["photos/gif", "misc/pdf"]
+
+
+def test_readers_never_see_a_half_applied_update() -> None:
+    """Writers flip between two rule sets; every reader's snapshot answers entirely from one of them."""
+    set_a = {"mime": {"image/*": "a/{subtype}", "text/plain": "a/text"}, "default": "a/{subtype}"}
+    set_b = {"mime": {"image/*": "b/{subtype}", "text/plain": "b/text"}, "default": "b/{subtype}"}
+    categorizer = Categorizer(CategoryRules.parse(set_a))
+    stop = threading.Event()
+    torn: list[tuple[str, ...]] = []
+    reads = [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            rules = categorizer.snapshot()
+            answers = (
+                rules.categorize("image/png", ""),
+                rules.categorize("text/plain", ""),
+                rules.categorize("video/mp4", ""),
+            )
+            if len({answer.split("/")[0] for answer in answers}) != 1:
+                torn.append(answers)
+            reads[0] += 1
+
+    def writer() -> None:
+        for i in range(300):
+            categorizer.replace(set_a if i % 2 else set_b)
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in readers:
+        thread.start()
+    writers = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    for thread in readers:
+        thread.join()
+    assert torn == []
+    assert reads[0] > 0
+
+
+def test_rwlock_writer_excludes_readers_and_other_writers() -> None:
+    lock = ReadWriteLock()
+    state = {"readers": 0, "writers": 0}
+    violations: list[str] = []
+    guard = threading.Lock()
+
+    def read() -> None:
+        for _ in range(2000):
+            with lock.read():
+                with guard:
+                    state["readers"] += 1
+                    if state["writers"]:
+                        violations.append("reader with writer")
+                with guard:
+                    state["readers"] -= 1
+
+    def write() -> None:
+        for _ in range(500):
+            with lock.write():
+                with guard:
+                    state["writers"] += 1
+                    if state["writers"] > 1 or state["readers"]:
+                        violations.append("writer not alone")
+                with guard:
+                    state["writers"] -= 1
+
+    threads = [threading.Thread(target=read) for _ in range(3)] + [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert violations == []

@@ -1,0 +1,145 @@
+"""The pool takes batches (not single files); syncs are grouped; pins arbitrate uploads and deletes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from rhinobox.blobs.durability import GroupSyncer
+from rhinobox.blobs.local import LocalBlobStore
+from rhinobox.http.keys import PIPELINE, STORE
+from rhinobox.ingest.pins import HashPins
+from tests.helpers import form
+from tests.samples import make_sample
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def test_single_file_skips_the_pool_and_a_batch_uses_it(client: Client) -> None:
+    pool = client.app[PIPELINE].pool
+    assert (await client.post("/ingest", data=form([make_sample("png", 1)]))).status == 200
+    assert pool.files_done == 0
+    batch = [make_sample("text", i) for i in range(100)]
+    assert (await client.post("/ingest", data=form(batch))).status == 200
+    assert pool.files_done >= 100
+
+
+async def test_a_batch_costs_two_syncs_not_one_per_file(client: Client) -> None:
+    store = client.app[STORE]
+    assert isinstance(store, LocalBlobStore)
+    before = store.sync_rounds
+    batch = [make_sample("binary", i) for i in range(200)]
+    assert (await client.post("/ingest", data=form(batch))).status == 200
+    assert store.sync_rounds - before <= 2
+
+
+async def test_concurrent_barriers_share_sync_rounds() -> None:
+    calls = []
+
+    def slow_sync() -> None:
+        calls.append(1)
+        time.sleep(0.05)
+
+    syncer = GroupSyncer(slow_sync)
+    try:
+        await asyncio.gather(*(syncer.barrier() for _ in range(50)))
+        assert 1 <= len(calls) <= 2
+        await syncer.barrier()
+        assert len(calls) <= 3
+    finally:
+        syncer.close()
+
+
+async def test_barrier_waits_for_a_sync_that_started_after_it() -> None:
+    started: list[int] = []
+
+    def sync() -> None:
+        started.append(len(started))
+        time.sleep(0.05)
+
+    syncer = GroupSyncer(sync)
+    try:
+        first = asyncio.ensure_future(syncer.barrier())
+        await asyncio.sleep(0.01)  # the first round is running now
+        await syncer.barrier()  # must not be satisfied by the round already running
+        await first
+        assert len(started) == 2
+    finally:
+        syncer.close()
+
+
+async def test_sync_errors_reach_every_waiter() -> None:
+    def failing() -> None:
+        raise OSError(5, "I/O error")
+
+    syncer = GroupSyncer(failing)
+    try:
+        results = await asyncio.gather(*(syncer.barrier() for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, OSError) for r in results)
+    finally:
+        syncer.close()
+
+
+async def test_pins_let_uploads_share_and_deletes_wait() -> None:
+    pins = HashPins()
+    events: list[str] = []
+    await pins.pin("h")
+    await pins.pin("h")
+
+    async def delete() -> None:
+        async with pins.exclusive("h"):
+            events.append("delete")
+
+    task = asyncio.ensure_future(delete())
+    await asyncio.sleep(0.01)
+    assert events == []
+    pins.unpin("h")
+    await asyncio.sleep(0.01)
+    assert events == []
+    pins.unpin("h")
+    await task
+    assert events == ["delete"]
+    assert pins.pinned("h") == 0
+
+
+async def test_upload_pin_waits_for_a_running_delete() -> None:
+    pins = HashPins()
+    inside = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def delete() -> None:
+        async with pins.exclusive("h"):
+            inside.set()
+            await leave.wait()
+
+    task = asyncio.ensure_future(delete())
+    await inside.wait()
+    pin = asyncio.ensure_future(pins.pin("h"))
+    await asyncio.sleep(0.01)
+    assert not pin.done()
+    leave.set()
+    await task
+    await pin
+    assert pins.pinned("h") == 1
+
+
+def test_commit_never_overwrites(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, durable=False)
+    store.open()
+    try:
+        digest = "ab" + "0" * 62
+        first = store.spool_dir / "one.spool"
+        first.write_bytes(b"original")
+        assert store.commit(first, digest) is True
+        second = store.spool_dir / "two.spool"
+        second.write_bytes(b"impostor")
+        assert store.commit(second, digest) is False
+        assert store.path_for(digest).read_bytes() == b"original"
+        assert not first.exists()
+        assert not second.exists()
+    finally:
+        store.close()
