@@ -6,12 +6,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Final
 
 from aiohttp import web
 
-from rhinobox.backends import make_blob_store, make_catalog
+from rhinobox.backends import make_arbiter, make_blob_store, make_catalog
+from rhinobox.datadir import DataDirLock
+from rhinobox.http.access_log import add_request_id_header, request_id_middleware
+from rhinobox.http.auth import auth_middleware, setup_auth
 from rhinobox.http.errors import error_middleware
+from rhinobox.http.jobs import end_job_streams, jobs_ctx
 from rhinobox.http.keys import CATALOG, CATEGORIZER, PIPELINE, RECONCILE, SETTINGS, STORE
+from rhinobox.http.metrics import metrics_middleware, setup_metrics
 from rhinobox.http.routes import setup_routes
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.pipeline import IngestPipeline
@@ -21,11 +27,24 @@ from rhinobox.settings import Settings
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+# Socket read buffer per connection (aiohttp pauses reading at twice this): bigger reads, fewer wakeups.
+READ_BUFSIZE: Final = 256 * 1024
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()  # before anything touches the directory (start-up removes stale spool files)
+    try:
+        async with _open_storage(app):
+            yield
+    finally:
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def _open_storage(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
     store = make_blob_store(settings)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, store.open)
@@ -46,7 +65,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     categorizer = Categorizer.load(app[SETTINGS].data_dir)
-    pipeline = IngestPipeline(app[SETTINGS], app[STORE], app[CATALOG], categorizer)
+    pipeline = IngestPipeline(app[SETTINGS], app[STORE], app[CATALOG], categorizer, make_arbiter(app[CATALOG]))
     app[CATEGORIZER] = categorizer
     app[PIPELINE] = pipeline
     try:
@@ -67,8 +86,18 @@ async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """A ready-to-run aiohttp application for `settings`."""
-    app = web.Application(middlewares=[error_middleware])
+    # Outermost first: the request id covers everything; metrics see the final status; auth runs inside
+    # error_middleware so its refusals (and 404s behind it) get the JSON error shape.
+    app = web.Application(
+        handler_args={"read_bufsize": READ_BUFSIZE},
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware, auth_middleware],
+    )
     app[SETTINGS] = settings
+    setup_auth(app, settings)
+    setup_metrics(app)
+    app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.extend([_storage_ctx, _pipeline_ctx, _reconcile_ctx])
+    app.cleanup_ctx.append(jobs_ctx)  # after the catalog opens, before it closes
+    app.on_shutdown.append(end_job_streams)
     setup_routes(app)
     return app

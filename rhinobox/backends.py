@@ -1,25 +1,59 @@
-"""Choosing storage backends from settings: the embedded default is SQLite + the local data dir."""
+"""Choosing storage backends from settings: the embedded default is SQLite + the local data dir.
+
+`RHINOBOX_CATALOG=postgresql://...` and `RHINOBOX_BLOBS=s3://bucket/prefix` select the shared
+backends for several nodes (docs/scale-out.md); `make_arbiter` then arbitrates per hash in PostgreSQL.
+"""
 
 from __future__ import annotations
 
 from rhinobox.blobs.local import LocalBlobStore
+from rhinobox.blobs.s3 import S3BlobStore, parse_s3_url
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
+from rhinobox.catalog.postgres import PostgresCatalog
 from rhinobox.catalog.sqlite import SQLiteCatalog
+from rhinobox.ingest.pins import HashArbiter, HashPins
 from rhinobox.settings import FsyncMode, Settings
 
-__all__ = ["make_blob_store", "make_catalog"]
+__all__ = ["POSTGRES_SCHEMES", "make_arbiter", "make_blob_store", "make_catalog"]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SPOOL_DIRNAME = "tmp"
 
 
 def make_blob_store(settings: Settings) -> BlobStore:
     """The blob store `settings.blobs` names (not yet opened)."""
-    if settings.blobs:
-        raise ValueError(f"RHINOBOX_BLOBS: unsupported blob store URL {settings.blobs!r}")
-    return LocalBlobStore(settings.data_dir, durable=settings.fsync is FsyncMode.ALWAYS)
+    if not settings.blobs:
+        return LocalBlobStore(settings.data_dir, durable=settings.fsync is FsyncMode.ALWAYS)
+    try:
+        location = parse_s3_url(settings.blobs)
+    except ValueError as exc:
+        raise ValueError(f"RHINOBOX_BLOBS: {exc}") from None
+    if settings.accel_redirect:
+        # nginx would look for blob files on this machine's disk; S3 blobs are streamed by RhinoBox.
+        raise ValueError("RHINOBOX_ACCEL_REDIRECT: not available with S3 blobs (leave it empty)")
+    return S3BlobStore(
+        location,
+        settings.data_dir / SPOOL_DIRNAME,
+        endpoint=settings.s3_endpoint,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+    )
 
 
 def make_catalog(settings: Settings) -> Catalog:
     """The catalog `settings.catalog` names (not yet opened)."""
-    if settings.catalog:
-        raise ValueError(f"RHINOBOX_CATALOG: unsupported catalog URL {settings.catalog!r}")
-    return SQLiteCatalog.in_data_dir(settings.data_dir, durable=settings.fsync is FsyncMode.ALWAYS)
+    durable = settings.fsync is FsyncMode.ALWAYS
+    if not settings.catalog:
+        return SQLiteCatalog.in_data_dir(settings.data_dir, durable=durable)
+    if settings.catalog.startswith(POSTGRES_SCHEMES):
+        return PostgresCatalog(settings.catalog, durable=durable)
+    raise ValueError(f"RHINOBOX_CATALOG: unsupported catalog URL {settings.catalog!r} (expected postgresql://...)")
+
+
+def make_arbiter(catalog: Catalog) -> HashArbiter:
+    """Per-hash arbitration for ingest: in the database when several nodes share it, else in-process."""
+    if isinstance(catalog, PostgresCatalog):
+        return catalog.locks
+    return HashPins()

@@ -111,3 +111,64 @@ class FieldTooLarge(RhinoBoxError):
 
 
 __all__ += ["FieldTooLarge"]
+
+
+class Unauthorized(RhinoBoxError):
+    code = "unauthorized"
+    default_message = "a valid API token is required"
+
+
+class Forbidden(RhinoBoxError):
+    code = "forbidden"
+    default_message = "this API token may only read"
+
+
+__all__ += ["Forbidden", "Unauthorized"]
+
+
+class JobNotFound(RhinoBoxError):
+    code = "job_not_found"
+    default_message = "no job with that id (it may have expired)"
+
+
+__all__ += ["JobNotFound"]
+
+
+class InvalidParameter(RhinoBoxError):
+    code = "invalid_parameter"
+    default_message = "a query parameter has an invalid value"
+
+
+class InvalidBody(RhinoBoxError):
+    code = "invalid_body"
+    default_message = "the request body is not valid"
+
+
+class TooManyHashes(RhinoBoxError):
+    code = "too_many_hashes"
+    default_message = "too many hashes in one request"
+
+
+class RangeNotSatisfiable(RhinoBoxError):
+    code = "range_not_satisfiable"
+    default_message = "the requested range is outside the content"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the content is {size} bytes long; the range starts at or past its end")
+        self.size = size
+
+
+class PreconditionFailed(RhinoBoxError):
+    code = "precondition_failed"
+    default_message = "If-Match does not match the content hash"
+
+
+__all__ += ["InvalidBody", "InvalidParameter", "PreconditionFailed", "RangeNotSatisfiable", "TooManyHashes"]
+
+
+class UploadTimeout(RhinoBoxError):
+    code = "upload_timeout"
+    default_message = "the client stopped sending the upload"
+
+
+__all__ += ["UploadTimeout"]

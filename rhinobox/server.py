@@ -1,16 +1,29 @@
-"""Running the app on uvloop: bind, serve until SIGINT/SIGTERM, then shut down in order."""
+"""Running the app on uvloop: bind, serve until SIGINT/SIGTERM, then shut down in order.
+
+Shutdown: stop listening; let requests in flight finish, still reading their bodies (at most
+`shutdown_timeout` seconds, then they are cancelled and remove their spool files); only then let
+aiohttp close the connections, and close the app in reverse order: the worker pool drains, the
+catalog's writer finishes and its connections close.
+
+Why not just `AppRunner.cleanup`: it first marks every connection closing, and a closing aiohttp
+connection drops incoming bytes, so an upload still streaming its body could never finish.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import time
 from typing import Final
 
 import uvloop
 from aiohttp import web
 
 from rhinobox.app import create_app
+from rhinobox.http.access_log import ACCESS_LOGGER, JsonAccessLogger
+from rhinobox.http.errors import Handler
 from rhinobox.settings import Settings
 
 __all__ = ["LISTENING_BANNER", "serve"]
@@ -18,17 +31,27 @@ __all__ = ["LISTENING_BANNER", "serve"]
 log = logging.getLogger(__name__)
 # Printed (and flushed) once bound; tests and scripts started with port 0 read the port from it.
 LISTENING_BANNER: Final = "rhinobox listening on http://{host}:{port}"
+CANCEL_GRACE: Final = 5.0  # seconds cancelled requests get to clean up (remove their spool files)
 
 
 async def run_server(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then stop accepting, let requests finish, and close the app."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout, handle_signals=False)
+    in_flight = InFlightRequests()
+    app.middlewares.insert(0, in_flight.middleware)  # outermost: counts the whole handler chain
+    runner = web.AppRunner(
+        app,
+        access_log_class=JsonAccessLogger,
+        access_log=logging.getLogger(ACCESS_LOGGER),
+        shutdown_timeout=settings.shutdown_timeout,
+        handle_signals=False,
+    )
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _on_signal, sig, stop)
+    started = time.monotonic()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         await site.start()
@@ -36,9 +59,76 @@ async def run_server(settings: Settings) -> None:
         print(LISTENING_BANNER.format(host=host, port=port), flush=True)
         log.info("serving data in %s with %d workers", settings.data_dir, settings.workers)
         await stop.wait()
-        log.info("shutting down: finishing in-flight requests (up to %.0fs)", settings.shutdown_timeout)
+        started = time.monotonic()
+        log.info(
+            "shutting down: finishing %d in-flight request(s) (up to %.0fs)",
+            in_flight.count,
+            settings.shutdown_timeout,
+        )
+        for running_site in list(runner.sites):
+            await running_site.stop()
+        cut = await in_flight.drain(settings.shutdown_timeout)
+        if cut:
+            log.warning("shutdown timeout: cancelled %d request(s) still running", cut)
     finally:
         await runner.cleanup()
+        log.info("shutdown complete in %.1fs", time.monotonic() - started)
+
+
+class InFlightRequests:
+    """The requests whose handlers are running, so shutdown can wait for them (and cut them off)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
+
+    @property
+    def count(self) -> int:
+        return len(self._tasks)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._idle.clear()
+        try:
+            response = await handler(request)
+            if self._draining:
+                response.force_close()  # keep-alive clients (nginx) should not send the next one here
+            return response
+        finally:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for every running handler; cancel the rest. Returns how many were cut."""
+        self._draining = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), left)
+            await asyncio.sleep(0)  # a request that arrived on a kept-alive connection meanwhile
+        cut = list(self._tasks)
+        for task in cut:
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut, timeout=CANCEL_GRACE)
+        return len(cut)
+
+
+def _on_signal(sig: int, stop: asyncio.Event) -> None:
+    if stop.is_set():
+        log.warning("received %s again: still shutting down", signal.Signals(sig).name)
+        return
+    log.info("received %s", signal.Signals(sig).name)
+    stop.set()
 
 
 def serve(settings: Settings) -> int:

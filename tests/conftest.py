@@ -14,6 +14,8 @@ from rhinobox.settings import Settings
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
+pytest_plugins = ["tests.servers"]  # real PostgreSQL and Swift, started only by tests that ask for them
+
 
 def make_settings(data_dir: Path, **overrides: str) -> Settings:
     """Settings for a test: defaults, a private data dir, nothing from the caller's environment."""

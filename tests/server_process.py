@@ -5,14 +5,25 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["RhinoBoxProcess"]
+import blake3
+
+__all__ = [
+    "RhinoBoxProcess",
+    "blob_problems",
+    "catalog_rows",
+    "generated_bytes",
+    "generated_digest",
+    "stream_multipart",
+]
 
 _BANNER = re.compile(rb"listening on (http://[^\s]+)")
 START_TIMEOUT = 30.0
@@ -72,3 +83,72 @@ class RhinoBoxProcess:
     ) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+
+
+# -- Driving a real server with large streamed uploads, and checking its data dir from outside --------
+
+STREAM_CHUNK = 1024 * 1024
+
+
+def generated_bytes(seed: int, size: int, offset: int = 0, length: int | None = None) -> bytes:
+    """Deterministic pseudo-random content (BLAKE3 XOF): any slice of a file of any size, made on demand."""
+    want = size - offset if length is None else min(length, size - offset)
+    return blake3.blake3(seed.to_bytes(8, "big")).digest(length=want, seek=offset)
+
+
+def generated_digest(seed: int, size: int) -> str:
+    hasher = blake3.blake3()
+    for offset in range(0, size, STREAM_CHUNK):
+        hasher.update(generated_bytes(seed, size, offset, STREAM_CHUNK))
+    return hasher.hexdigest()  # type: ignore[no-any-return]
+
+
+async def stream_multipart(
+    boundary: str,
+    files: list[tuple[str, int, int]],
+    after_file: Callable[[int], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
+    """A multipart body of generated files (name, seed, size), streamed a chunk at a time, never held whole.
+
+    `after_file(i)` is awaited once file i has been sent (to pause, or to act mid-request).
+    """
+    for index, (name, seed, size) in enumerate(files):
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        for offset in range(0, size, STREAM_CHUNK):
+            yield generated_bytes(seed, size, offset, STREAM_CHUNK)
+        yield b"\r\n"
+        if after_file is not None:
+            await after_file(index)
+    yield f"--{boundary}--\r\n".encode()
+
+
+def catalog_rows(data_dir: Path) -> dict[str, int]:
+    """digest -> size of every blob row, read straight from the SQLite file (not through RhinoBox)."""
+    path = data_dir / "catalog.sqlite3"
+    assert path.exists(), f"no catalog in {data_dir}"
+    # Read-write mode although it only reads: a read-only connection would leave -wal/-shm files behind.
+    db = sqlite3.connect(path)
+    try:
+        return {digest: size for digest, size in db.execute("SELECT hash, size FROM blobs")}
+    finally:
+        db.close()
+
+
+def blob_problems(data_dir: Path, digests: Iterable[str]) -> list[str]:
+    """Digests whose blob file is missing or does not hash to its name."""
+    problems = []
+    for digest in digests:
+        path = data_dir / "blobs" / digest[:2] / digest
+        if not path.exists():
+            problems.append(f"missing {digest}")
+            continue
+        hasher = blake3.blake3()
+        with open(path, "rb") as blob:
+            while chunk := blob.read(STREAM_CHUNK):
+                hasher.update(chunk)
+        if hasher.hexdigest() != digest:
+            problems.append(f"corrupt {digest}")
+    return problems

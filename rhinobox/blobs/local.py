@@ -29,6 +29,8 @@ READ_CHUNK: Final = 256 * 1024
 class LocalBlobStore:
     """A `BlobStore` on the local filesystem, with grouped syncs for durability."""
 
+    inline_io = True
+
     def __init__(self, data_dir: Path, *, durable: bool) -> None:
         self.root = data_dir / BLOBS_DIRNAME
         self._spool_dir = data_dir / SPOOL_DIRNAME
@@ -69,16 +71,24 @@ class LocalBlobStore:
         return os.path.exists(self.path_for(digest))
 
     def commit(self, spool_path: Path, digest: str) -> bool:
+        # Marked before the rename: a concurrent duplicate that sees the new name must also see
+        # that it is not yet durable.
+        if self._durable:
+            with self._lock:
+                already = digest in self._unsynced
+                self._unsynced.add(digest)
         try:
             created = rename_noreplace(spool_path, self.path_for(digest))
         except BaseException:
             _unlink_quietly(spool_path)
+            created = False
             raise
+        finally:
+            if self._durable and not created and not already:
+                with self._lock:
+                    self._unsynced.discard(digest)
         if not created:
             _unlink_quietly(spool_path)
-        elif self._durable:
-            with self._lock:
-                self._unsynced.add(digest)
         return created
 
     def needs_flush(self, digest: str) -> bool:
@@ -95,7 +105,13 @@ class LocalBlobStore:
         with self._lock:
             self._syncing, self._unsynced = self._unsynced, set()
         assert self._dirfd is not None
-        sync_filesystem(self._dirfd)
+        try:
+            sync_filesystem(self._dirfd)
+        except BaseException:
+            with self._lock:  # not durable after all: later duplicates must still wait for a sync
+                self._unsynced |= self._syncing
+                self._syncing = set()
+            raise
         with self._lock:
             self._syncing = set()
 

@@ -16,6 +16,10 @@ __all__ = ["BlobStore"]
 class BlobStore(Protocol):
     """Content-addressed bytes. A blob is immutable once committed; commit never overwrites."""
 
+    # True if `contains` and `commit` are quick local filesystem calls that may run on the event loop
+    # (ingest's single-file fast path); False for network stores, whose calls always go to a worker.
+    inline_io: bool
+
     def open(self) -> None:
         """Prepare the store for use (blocking; called once at start)."""
         ...

@@ -14,7 +14,17 @@ from typing import Final
 
 import aiosqlite
 
-from rhinobox.catalog.base import UploadRecord
+from rhinobox.catalog.base import (
+    MAX_PAGE,
+    BlobInfo,
+    BlobPage,
+    BlobQuery,
+    CatalogStats,
+    CategoryStats,
+    StoredUpload,
+    UploadRecord,
+    category_prefixes,
+)
 from rhinobox.catalog.sqlite_schema import migrate
 
 __all__ = ["SQLiteCatalog"]
@@ -22,12 +32,16 @@ __all__ = ["SQLiteCatalog"]
 CATALOG_FILENAME: Final = "catalog.sqlite3"
 BUSY_TIMEOUT_MS: Final = 30_000
 LOOKUP_CHUNK: Final = 500  # stays under SQLite's bound-parameter limit
+CLOSE_DRAIN_POLLS: Final = 500  # x 10 ms: how long close waits for queued writes
 
 WriteJob = Callable[[aiosqlite.Connection], Awaitable[object]]
 
-_INSERT_BLOB: Final = """
+# A new blob's first_upload_at is never earlier than an existing blob's (a clock step back is absorbed),
+# so first_upload_at grows with id and a time window is an id range (see _id_bound).
+_NOT_BEFORE_NEWEST: Final = "max(?5, ifnull((SELECT max(first_upload_at) FROM blobs), ?5))"
+_INSERT_BLOB: Final = f"""
 INSERT INTO blobs (hash, size, mime, category, first_upload_at, last_upload_at, upload_count)
-VALUES (?, ?, ?, ?, ?, ?, 1)
+VALUES (?1, ?2, ?3, ?4, {_NOT_BEFORE_NEWEST}, {_NOT_BEFORE_NEWEST}, 1)
 ON CONFLICT(hash) DO UPDATE SET
     last_upload_at = max(last_upload_at, excluded.last_upload_at),
     upload_count = upload_count + 1
@@ -36,6 +50,10 @@ _INSERT_UPLOAD: Final = """
 INSERT INTO uploads (hash, name, category, hint, comment, claimed_type, uploaded_at)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
+_INSERT_PREFIX: Final = "INSERT OR IGNORE INTO blob_prefixes (prefix, blob_id) SELECT ?, id FROM blobs WHERE hash = ?"
+_BLOB_COLUMNS: Final = "b.id, b.hash, b.size, b.mime, b.category, b.first_upload_at, b.last_upload_at, b.upload_count"
+_UPLOAD_COLUMNS: Final = "id, name, category, hint, comment, claimed_type, uploaded_at"
+_FIRST_NAME: Final = "(SELECT u.name FROM uploads u WHERE u.hash = b.hash ORDER BY u.id LIMIT 1)"
 
 
 class SQLiteCatalog:
@@ -70,6 +88,11 @@ class SQLiteCatalog:
 
     async def close(self) -> None:
         if self._writer_task is not None:
+            # Let writes already queued commit (they were promised to callers), then stop the writer.
+            for _ in range(CLOSE_DRAIN_POLLS):
+                if self._queue.empty():
+                    break
+                await asyncio.sleep(0.01)
             self._writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
@@ -104,30 +127,19 @@ class SQLiteCatalog:
             await self._run_group(db, batch)
 
     async def _run_group(self, db: aiosqlite.Connection, batch: list[tuple[WriteJob, asyncio.Future[object]]]) -> None:
-        """One transaction for the whole group; a job that fails is retried alone so others commit."""
+        """One transaction for the whole group; if it fails, each job is retried alone so the others commit."""
         try:
             await db.execute("BEGIN IMMEDIATE")
             results = [await job(db) for job, _ in batch]
             await db.execute("COMMIT")
             self.commits += 1
-        except Exception:
+        except Exception as exc:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
             if len(batch) == 1:
-                job, future = batch[0]
-                try:
-                    await db.execute("BEGIN IMMEDIATE")
-                    result = await job(db)
-                    await db.execute("COMMIT")
-                    self.commits += 1
-                except Exception as exc:
-                    with contextlib.suppress(Exception):
-                        await db.execute("ROLLBACK")
-                    if not future.done():
-                        future.set_exception(exc)
-                    return
+                future = batch[0][1]
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(exc)
                 return
             for item in batch:
                 await self._run_group(db, [item])
@@ -139,14 +151,18 @@ class SQLiteCatalog:
     async def record_uploads(self, records: Sequence[UploadRecord]) -> None:
         if not records:
             return
-        blob_rows = [(r.digest, r.size, r.mime, r.blob_category, r.uploaded_at, r.uploaded_at) for r in records]
+        blob_rows = [(r.digest, r.size, r.mime, r.blob_category, r.uploaded_at) for r in records]
         upload_rows = [
             (r.digest, r.name, r.category, r.hint, r.comment, r.claimed_type, r.uploaded_at) for r in records
         ]
+        prefix_rows = list(
+            dict.fromkeys((prefix, r.digest) for r in records for prefix in category_prefixes(r.category))
+        )
 
         async def job(db: aiosqlite.Connection) -> None:
             await db.executemany(_INSERT_BLOB, blob_rows)
             await db.executemany(_INSERT_UPLOAD, upload_rows)
+            await db.executemany(_INSERT_PREFIX, prefix_rows)
 
         await self.write(job)
 
@@ -173,3 +189,126 @@ class SQLiteCatalog:
                 return
             yield page
             after = page[-1]
+
+    async def get_blob(self, digest: str) -> BlobInfo | None:
+        sql = f"SELECT {_BLOB_COLUMNS} FROM blobs b WHERE b.hash = ?"
+        async with self._read().execute(sql, (digest,)) as cursor:
+            row = await cursor.fetchone()
+        return _blob(row) if row is not None else None
+
+    async def list_uploads(self, digest: str, *, after: int | None = None, limit: int = 100) -> list[StoredUpload]:
+        sql = f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE hash = ? AND id > ? ORDER BY id LIMIT ?"
+        async with self._read().execute(sql, (digest, after or 0, _clamp(limit))) as cursor:
+            rows = await cursor.fetchall()
+        return [StoredUpload(*row) for row in rows]
+
+    async def list_blobs(self, query: BlobQuery, *, before: int | None = None, limit: int = 100) -> BlobPage:
+        limit = _clamp(limit)
+        low = await self._id_bound(query.since)
+        if query.since is not None and low is None:
+            return BlobPage([], None)  # nothing that new
+        high = await self._id_bound(query.until)
+        upper = min((b for b in (before, high) if b is not None), default=None)
+        sql, params = _listing_sql(query, low, upper, limit + 1)
+        async with self._read().execute(sql, params) as cursor:
+            rows = list(await cursor.fetchall())
+        blobs = [_blob(row) for row in rows[:limit]]
+        return BlobPage(blobs, blobs[-1].id if len(rows) > limit else None)
+
+    async def _id_bound(self, moment: float | None) -> int | None:
+        """The id of the oldest blob first uploaded at or after `moment` (an index seek), or None."""
+        if moment is None:
+            return None
+        sql = "SELECT id FROM blobs WHERE first_upload_at >= ? ORDER BY first_upload_at, id LIMIT 1"
+        async with self._read().execute(sql, (moment,)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row is not None else None
+
+    async def stats(self) -> CatalogStats:
+        sql = "SELECT category, blobs, bytes, uploads, upload_bytes FROM category_stats WHERE blobs > 0"
+        async with self._read().execute(sql) as cursor:
+            rows = await cursor.fetchall()
+        return CatalogStats(
+            blobs=sum(row[1] for row in rows),
+            bytes_stored=sum(row[2] for row in rows),
+            uploads=sum(row[3] for row in rows),
+            bytes_uploaded=sum(row[4] for row in rows),
+            by_category={row[0]: CategoryStats(blobs=row[1], bytes=row[2]) for row in sorted(rows)},
+        )
+
+    async def delete_blob(self, digest: str) -> bool:
+        async def job(db: aiosqlite.Connection) -> bool:
+            async with db.execute("SELECT id, category FROM blobs WHERE hash = ?", (digest,)) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return False
+            blob_id, category = row
+            async with db.execute("SELECT DISTINCT category FROM uploads WHERE hash = ?", (digest,)) as cursor:
+                filed = {category, *(r[0] for r in await cursor.fetchall())}
+            prefixes = {prefix for name in filed for prefix in category_prefixes(name)}
+            await db.executemany(
+                "DELETE FROM blob_prefixes WHERE prefix = ? AND blob_id = ?", [(p, blob_id) for p in prefixes]
+            )
+            await db.execute("DELETE FROM uploads WHERE hash = ?", (digest,))
+            await db.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+            return True
+
+        return bool(await self.write(job))
+
+
+def _clamp(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE))
+
+
+def _blob(row: Sequence[object]) -> BlobInfo:
+    return BlobInfo(*row)  # type: ignore[arg-type]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _listing_sql(query: BlobQuery, low: int | None, high: int | None, limit: int) -> tuple[str, list[object]]:
+    """The listing query: a descending walk of an index on id (the blobs rowid, or a category prefix),
+    within ids [low, high) (the cursor and the time window), newest first.
+
+    Other filters are conditions checked on the way, so a page costs about `limit` rows read for
+    filters that match a fair share of blobs, whatever the catalog's size.
+    """
+    where: list[str] = []
+    params: list[object] = []
+    if query.category is not None:
+        source = "blob_prefixes p JOIN blobs b ON b.id = p.blob_id"
+        key = "p.blob_id"
+        where.append("p.prefix = ?")
+        params.append(query.category.strip("/"))
+    else:
+        source, key = "blobs b", "b.id"
+    if low is not None:
+        where.append(f"{key} >= ?")
+        params.append(low)
+    if high is not None:
+        where.append(f"{key} < ?")
+        params.append(high)
+    if query.mime is not None:
+        where.append("b.mime = ?")
+        params.append(query.mime)
+    if query.min_size is not None:
+        where.append("b.size >= ?")
+        params.append(query.min_size)
+    if query.max_size is not None:
+        where.append("b.size <= ?")
+        params.append(query.max_size)
+    if query.since is not None:
+        where.append("b.first_upload_at >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        where.append("b.first_upload_at < ?")
+        params.append(query.until)
+    if query.name is not None:
+        where.append("EXISTS (SELECT 1 FROM uploads u WHERE u.hash = b.hash AND u.name LIKE ? ESCAPE '\\')")
+        params.append(f"%{_like_escape(query.name)}%")
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = f"SELECT {_BLOB_COLUMNS}, {_FIRST_NAME} FROM {source} {condition} ORDER BY {key} DESC LIMIT ?"
+    params.append(limit)
+    return sql, params

@@ -38,6 +38,100 @@ MIGRATIONS: Final[dict[int, str]] = {
     );
     CREATE INDEX uploads_by_hash ON uploads (hash);
     """,
+    # Reading back (issue 4). blobs is rebuilt with AUTOINCREMENT so an id is never reused after a
+    # delete: listings page by id (newest first). blob_prefixes holds every whole-segment prefix of
+    # the categories a blob was filed under, so a category filter is an index seek, not a scan.
+    # category_stats is kept by triggers, so /stats reads a few rows instead of scanning blobs.
+    2: """
+    CREATE TABLE blobs_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mime TEXT NOT NULL,
+        category TEXT NOT NULL,
+        first_upload_at REAL NOT NULL,
+        last_upload_at REAL NOT NULL,
+        upload_count INTEGER NOT NULL
+    );
+    INSERT INTO blobs_v2 SELECT id, hash, size, mime, category, first_upload_at, last_upload_at, upload_count
+        FROM blobs ORDER BY id;
+    DROP TABLE blobs;
+    ALTER TABLE blobs_v2 RENAME TO blobs;
+    CREATE INDEX blobs_by_mime ON blobs (mime);
+    CREATE INDEX blobs_by_first_upload ON blobs (first_upload_at);
+
+    CREATE TABLE blob_prefixes (
+        prefix TEXT NOT NULL,
+        blob_id INTEGER NOT NULL,
+        PRIMARY KEY (prefix, blob_id)
+    ) WITHOUT ROWID;
+    WITH RECURSIVE
+        filed(blob_id, category) AS (
+            SELECT id, category FROM blobs
+            UNION SELECT b.id, u.category FROM uploads u JOIN blobs b ON b.hash = u.hash
+        ),
+        split(blob_id, prefix, rest) AS (
+            SELECT blob_id, substr(category, 1, instr(category || '/', '/') - 1),
+                substr(category || '/', instr(category || '/', '/') + 1) FROM filed
+            UNION ALL
+            SELECT blob_id, prefix || '/' || substr(rest, 1, instr(rest, '/') - 1), substr(rest, instr(rest, '/') + 1)
+                FROM split WHERE rest <> ''
+        )
+    INSERT OR IGNORE INTO blob_prefixes (prefix, blob_id) SELECT prefix, blob_id FROM split;
+
+    CREATE TABLE category_stats (
+        category TEXT PRIMARY KEY,
+        blobs INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        uploads INTEGER NOT NULL,
+        upload_bytes INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO category_stats
+        SELECT category, count(*), sum(size), sum(upload_count), sum(size * upload_count) FROM blobs GROUP BY category;
+    CREATE TRIGGER blobs_stats_insert AFTER INSERT ON blobs BEGIN
+        INSERT OR IGNORE INTO category_stats VALUES (new.category, 0, 0, 0, 0);
+        UPDATE category_stats SET blobs = blobs + 1, bytes = bytes + new.size,
+            uploads = uploads + new.upload_count, upload_bytes = upload_bytes + new.size * new.upload_count
+            WHERE category = new.category;
+    END;
+    CREATE TRIGGER blobs_stats_update AFTER UPDATE OF upload_count ON blobs BEGIN
+        UPDATE category_stats SET uploads = uploads + new.upload_count - old.upload_count,
+            upload_bytes = upload_bytes + new.size * (new.upload_count - old.upload_count)
+            WHERE category = new.category;
+    END;
+    CREATE TRIGGER blobs_stats_delete AFTER DELETE ON blobs BEGIN
+        UPDATE category_stats SET blobs = blobs - 1, bytes = bytes - old.size,
+            uploads = uploads - old.upload_count, upload_bytes = upload_bytes - old.size * old.upload_count
+            WHERE category = old.category;
+        DELETE FROM category_stats WHERE category = old.category AND blobs <= 0;
+    END;
+    """,
+    # Async ingest jobs (rhinobox/jobs): one row per job, one row per file result as it becomes final.
+    3: """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        total INTEGER NOT NULL,
+        done INTEGER NOT NULL,
+        stored INTEGER NOT NULL,
+        duplicate INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        received_bytes INTEGER NOT NULL,
+        processed_bytes INTEGER NOT NULL,
+        error_code TEXT,
+        error_message TEXT
+    );
+    CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at);
+    CREATE TABLE IF NOT EXISTS job_results (
+        job_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    ) WITHOUT ROWID;
+    """,
 }
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import sys
 
 from rhinobox.commands.options import add_setting_flags, settings_from_args
+from rhinobox.logs import setup_logging
 
 __all__ = ["register"]
 
@@ -17,8 +18,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
+    from rhinobox.datadir import DataDirLocked
     from rhinobox.server import serve
 
     settings = settings_from_args(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return serve(settings)
+    setup_logging(settings.log_level)
+    try:
+        return serve(settings)
+    except DataDirLocked as exc:
+        print(f"rhinobox: {exc}", file=sys.stderr)
+        return 1

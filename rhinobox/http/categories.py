@@ -9,6 +9,7 @@ from typing import Final
 from aiohttp import web
 
 from rhinobox.errors import InvalidRules
+from rhinobox.http.ingest import body_chunks
 from rhinobox.http.keys import CATEGORIZER
 
 __all__ = ["get_categories", "put_categories"]
@@ -23,9 +24,11 @@ async def get_categories(request: web.Request) -> web.Response:
 async def put_categories(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_RULES_BODY:
         raise InvalidRules(f"a rule set is at most {MAX_RULES_BODY} bytes")
-    raw = await request.content.read(MAX_RULES_BODY + 1)
-    if len(raw) > MAX_RULES_BODY:
-        raise InvalidRules(f"a rule set is at most {MAX_RULES_BODY} bytes")
+    raw = bytearray()
+    async for chunk in body_chunks(request):  # read(n) may return less than n: read to the end
+        raw += chunk
+        if len(raw) > MAX_RULES_BODY:
+            raise InvalidRules(f"a rule set is at most {MAX_RULES_BODY} bytes")
     try:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -26,6 +26,7 @@ STATUS_BY_CODE: Final[dict[str, int]] = {
     "insufficient_storage": 507,
     "storage_error": 500,
     "client_disconnected": 400,
+    "upload_timeout": 408,
     "bad_hash": 400,
     "not_found": 404,
     "digest_mismatch": 422,
@@ -35,6 +36,11 @@ STATUS_BY_CODE: Final[dict[str, int]] = {
     "forbidden": 403,
     "method_not_allowed": 405,
     "range_not_satisfiable": 416,
+    "invalid_parameter": 400,
+    "invalid_body": 400,
+    "too_many_hashes": 413,
+    "precondition_failed": 412,
+    "job_not_found": 404,
     "internal": 500,
 }
 

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 
-from rhinobox.errors import ClientDisconnected
+from rhinobox.errors import ClientDisconnected, UploadTimeout
 from rhinobox.http.errors import status_for
-from rhinobox.http.keys import PIPELINE
+from rhinobox.http.keys import METRICS, PIPELINE
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
 from rhinobox.ingest.session import IngestReport
 
 __all__ = ["READ_CHUNK", "ingest", "report_body", "report_status"]
 
 READ_CHUNK: Final = 256 * 1024
+# A client that sends nothing for this long is cut off, so a stalled upload cannot hold buffers and
+# hash pins (which a delete of the same content waits for) indefinitely.
+BODY_IDLE_SECONDS: Final = 60.0
 
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The request body in large chunks; a vanished client becomes `ClientDisconnected`."""
     content = request.content
     try:
-        while chunk := await content.read(READ_CHUNK):
+        while True:
+            async with asyncio.timeout(BODY_IDLE_SECONDS):
+                chunk = await content.read(READ_CHUNK)
+            if not chunk:
+                return
             yield chunk
+    except TimeoutError:
+        raise UploadTimeout(f"no upload data for {BODY_IDLE_SECONDS:.0f} s") from None
     except (ConnectionError, aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
         raise ClientDisconnected(f"upload interrupted: {exc.__class__.__name__}") from None
 
@@ -65,5 +75,11 @@ def report_status(report: IngestReport) -> int:
 
 
 async def ingest(request: web.Request) -> web.Response:
+    if "async" in request.query:
+        from rhinobox.http.jobs import ingest_async, wants_async  # jobs builds on this module
+
+        if wants_async(request):
+            return await ingest_async(request)
     report = await request.app[PIPELINE].ingest(request.headers.get("Content-Type"), body_chunks(request))
+    request.app[METRICS].observe_ingest(report)
     return web.json_response(report_body(report), status=report_status(report))

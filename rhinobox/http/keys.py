@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.pipeline import IngestPipeline
+from rhinobox.jobs.manager import JobManager
 from rhinobox.reconcile import ReconcileReport
 from rhinobox.settings import Settings
 
-__all__ = ["CATALOG", "CATEGORIZER", "PIPELINE", "RECONCILE", "SETTINGS", "STORE"]
+if TYPE_CHECKING:
+    from rhinobox.http.auth import TokenSet
+    from rhinobox.http.metrics import Metrics
+
+__all__ = ["API_TOKENS", "CATALOG", "CATEGORIZER", "JOBS", "METRICS", "PIPELINE", "RECONCILE", "SETTINGS", "STORE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", BlobStore)
@@ -19,3 +26,7 @@ CATALOG = web.AppKey("catalog", Catalog)
 CATEGORIZER = web.AppKey("categorizer", Categorizer)
 PIPELINE = web.AppKey("pipeline", IngestPipeline)
 RECONCILE = web.AppKey("reconcile", ReconcileReport)
+JOBS = web.AppKey("jobs", JobManager)
+# Defined in modules that import this one, hence typed by annotation only.
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+API_TOKENS: web.AppKey[TokenSet] = web.AppKey("api_tokens")

@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from rhinobox.errors import Overloaded
+
 __all__ = ["ARENA_BYTES", "Arena", "ArenaPool"]
 
 ARENA_BYTES: Final = 1024 * 1024
+# A request waits this long for a free arena (other uploads finishing) before it is refused with 503.
+ARENA_WAIT_SECONDS: Final = 30.0
 
 
 class Arena:
@@ -43,25 +47,40 @@ class ArenaPool:
         self._created = 0
         self._limit = limit
         self._available = asyncio.Semaphore(limit)
+        self._out = 0
 
     @property
     def arena_bytes(self) -> int:
         return self._arena_bytes
 
-    async def acquire(self) -> Arena:
-        await self._available.acquire()
+    async def acquire(self, timeout: float = ARENA_WAIT_SECONDS) -> Arena:
+        try:
+            await asyncio.wait_for(self._available.acquire(), timeout)
+        except TimeoutError:
+            raise Overloaded("all upload buffers are busy; retry later") from None
         if self._free:
             arena = self._free.pop()
         else:
             arena = Arena(self._arena_bytes)
             self._created += 1
         arena.used = 0
+        self._out += 1
         return arena
 
     def release(self, arena: Arena) -> None:
         """Give an arena back; call on the event loop thread."""
         self._free.append(arena)
+        self._out -= 1
         self._available.release()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def available(self) -> int:
+        """Arenas that a request could take right now."""
+        return self._limit - self._out
 
     @property
     def created(self) -> int:

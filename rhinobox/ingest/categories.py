@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +166,7 @@ class Categorizer:
     def __init__(self, rules: CategoryRules, store_path: Path | None = None) -> None:
         self._rules = rules
         self._lock = ReadWriteLock()
+        self._replacing = threading.Lock()  # one replacement at a time: file and memory stay in step
         self._store_path = store_path
 
     @classmethod
@@ -188,10 +190,11 @@ class Categorizer:
     def replace(self, document: object) -> CategoryRules:
         """Validate, persist, then swap in a new rule set; on any fault the old set stays."""
         rules = CategoryRules.parse(document)
-        with self._lock.write():
-            if self._store_path is not None:
+        with self._replacing:
+            if self._store_path is not None:  # slow (fsync): done before the write lock, not under it
                 _write_atomically(self._store_path, json.dumps(rules.source, indent=1, sort_keys=True))
-            self._rules = rules
+            with self._lock.write():
+                self._rules = rules
         return rules
 
 

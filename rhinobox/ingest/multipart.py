@@ -7,6 +7,7 @@ callbacks into a flat list of events; what to do with the bytes is the ingest se
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ MAX_BOUNDARY_CHARS: Final = 70
 _EXT_FILENAME: Final = re.compile(r";\s*filename\*\s*=\s*([^;]+)", re.IGNORECASE)
 
 Event = tuple[int, "PartHeaders | memoryview | None"]
+
+# python-multipart logs a warning for every malformed body; clients control that, so keep it quiet:
+# the client gets a 400 with the reason instead.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +74,10 @@ def _parse_part_headers(raw: dict[str, str]) -> PartHeaders:
     if extended:  # RFC 5987 form; RFC 7578 forbids it, but some clients send it
         charset, _, rest = extended.group(1).strip().strip('"').partition("'")
         _, _, quoted = rest.partition("'")
-        try:
-            filename = urllib.parse.unquote(quoted, encoding=charset or "utf-8", errors="strict").encode()
-        except (LookupError, UnicodeDecodeError):
-            filename = urllib.parse.unquote_to_bytes(quoted)
+        decoded = urllib.parse.unquote_to_bytes(quoted)
+        if charset.strip().lower() in ("iso-8859-1", "latin1", "latin-1"):
+            decoded = decoded.decode("latin-1").encode()
+        filename = decoded  # UTF-8 (the only other charset RFC 8187 allows); decoded leniently later
     ctype = raw.get("content-type")
     return PartHeaders(
         field=options.get(b"name", b"").decode("utf-8", errors="replace"),

@@ -14,6 +14,10 @@ MAX_HINT_SEGMENT_CHARS: Final = 64
 MAX_EXTENSION_CHARS: Final = 16
 UNNAMED: Final = "unnamed"
 _HINT_UNSAFE: Final = re.compile(r"[^a-z0-9._-]+")
+# Control characters, lone surrogates, line/paragraph separators, and the bidi controls that can make
+# a displayed name lie about its extension ("gpj.exe" shown as "exe.jpg").
+_DROPPED: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 
 
 def clean_filename(raw: bytes | str) -> str:
@@ -23,7 +27,9 @@ def clean_filename(raw: bytes | str) -> str:
     never reaches the filesystem, so they are harmless. Truncation keeps the extension.
     """
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs"))
+    text = "".join(
+        ch for ch in text if unicodedata.category(ch) not in _DROPPED and ch not in _BIDI_CONTROLS
+    )
     text = unicodedata.normalize("NFC", text).strip()
     if not text:
         return UNNAMED

@@ -16,9 +16,9 @@ from rhinobox.ingest.buffers import ArenaPool
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.ingest.multipart import PartHeaders, boundary_from_content_type
-from rhinobox.ingest.pins import HashPins
+from rhinobox.ingest.pins import HashArbiter, HashPins
 from rhinobox.ingest.pool import WorkerPool
-from rhinobox.ingest.session import IngestReport, IngestSession
+from rhinobox.ingest.session import DIGEST_FIELD_SUFFIX, IngestReport, IngestSession
 from rhinobox.ingest.sniff import MimeSniffer
 from rhinobox.ingest.stages import StageContext
 from rhinobox.settings import Settings
@@ -26,7 +26,6 @@ from rhinobox.settings import Settings
 __all__ = ["DIGEST_FIELD_SUFFIX", "IngestPipeline"]
 
 ARENAS_PER_WORKER: Final = 8
-DIGEST_FIELD_SUFFIX: Final = ".blake3"
 CONTENT_DIGEST_HEADER: Final = "content-digest"
 
 
@@ -39,6 +38,7 @@ class IngestPipeline:
         store: BlobStore,
         catalog: Catalog,
         categorizer: Categorizer,
+        pins: HashArbiter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -47,7 +47,8 @@ class IngestPipeline:
         self.sniffer = MimeSniffer()
         self.pool = WorkerPool(settings.workers, settings.queue_size)
         self.arenas = ArenaPool(settings.workers * ARENAS_PER_WORKER)
-        self.pins = HashPins()
+        # The backend may arbitrate across nodes (rhinobox.backends.make_arbiter); HashPins is in-process.
+        self.pins: HashArbiter = pins if pins is not None else HashPins()
         self.stage_context = StageContext(store, self.sniffer, categorizer)
 
     async def ingest(self, content_type: str | None, body: AsyncIterator[bytes]) -> IngestReport:

@@ -3,13 +3,16 @@
 Small files are packed into pooled arenas, hashed on the loop (microseconds for a few KiB), pinned,
 and handed to the worker pool an arena at a time. Large files stream to a spool file through a
 worker. A request with one small file never leaves the event loop thread (the fast path).
-Whatever happens, `run` leaves no spool file behind and releases every arena and pin.
+Whatever happens, the session leaves no spool file behind and releases every arena and pin, and it
+never abandons work it handed to a thread: cleanup waits for the thread before touching its files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -22,13 +25,14 @@ from rhinobox.errors import (
     EmptyFile,
     FieldTooLarge,
     FileTooLarge,
+    InsufficientStorage,
     NoFiles,
     RhinoBoxError,
     StorageError,
     TooManyFiles,
 )
 from rhinobox.ingest.buffers import Arena
-from rhinobox.ingest.entry import FileEntry
+from rhinobox.ingest.entry import STORED, FileEntry
 from rhinobox.ingest.multipart import PART_DATA, PART_END, PART_START, MultipartStream, PartHeaders
 from rhinobox.ingest.names import clean_filename, clean_hint, extension_of
 from rhinobox.ingest.sniff import SNIFF_BYTES
@@ -38,18 +42,25 @@ from rhinobox.ingest.stages import commit_entries, prepare_in_memory, prepare_sp
 if TYPE_CHECKING:
     from rhinobox.ingest.pipeline import IngestPipeline
 
-__all__ = ["IngestReport", "IngestSession", "Progress"]
+__all__ = ["IngestReport", "IngestSession", "Progress", "upload_category"]
 
 SMALL_FILE_MAX: Final = 256 * 1024  # larger files stream to a spool file instead of an arena
 ARENA_MAX_FILES: Final = 64  # files handed to a worker in one task
 WRITE_BLOCK: Final = 1024 * 1024  # large files are hashed and written in blocks this big
 COMMIT_CHUNK: Final = 256
-MAX_FIELD_BYTES: Final = 64 * 1024
+MAX_FIELD_BYTES: Final = 64 * 1024  # one text field
+MAX_FIELDS_TOTAL_BYTES: Final = 1024 * 1024  # all text fields of a request, kept or not
+MAX_EXTRA_PARTS: Final = 1000  # parts past the file limit answered one by one; more fail the request
 HINT_FIELD: Final = "category"
 COMMENT_FIELD: Final = "comment"
-
+DIGEST_FIELD_SUFFIX: Final = ".blake3"
 
 Progress = Callable[[FileEntry], None]
+
+
+def upload_category(blob_category: str, hint: str | None) -> str:
+    """The category of one upload: its blob's category, with the request's hint as a sub-folder."""
+    return f"{blob_category}/{hint}" if hint else blob_category
 
 
 class IngestReport:
@@ -61,33 +72,33 @@ class IngestReport:
         self.comment = comment
 
     def category_of(self, entry: FileEntry) -> str | None:
-        if entry.blob_category is None:
-            return None
-        return f"{entry.blob_category}/{self.hint}" if self.hint else entry.blob_category
+        return upload_category(entry.blob_category, self.hint) if entry.blob_category else None
 
 
 class _Part:
-    """The part being streamed: a text field (bytes) or a file entry."""
+    """The part being streamed: a text field (bytes, kept only for the fields ingest uses) or a file."""
 
-    __slots__ = ("entry", "field", "text")
+    __slots__ = ("entry", "field", "keep", "text")
 
     def __init__(self, field: str, entry: FileEntry | None) -> None:
         self.field = field
         self.entry = entry
+        self.keep = entry is None and (field in (HINT_FIELD, COMMENT_FIELD) or field.endswith(DIGEST_FIELD_SUFFIX))
         self.text = bytearray()
 
 
 class IngestSession:
-    """Per-request state; create one per request and call `run` once."""
+    """Per-request state: `receive` the body, then `complete` it (or `run` for both)."""
 
     def __init__(self, pipeline: IngestPipeline) -> None:
         self._p = pipeline
         self._entries: list[FileEntry] = []
         self._fields: dict[str, str] = {}
+        self._field_bytes = 0
         self._part: _Part | None = None
         self._arena: Arena | None = None
         self._arena_entries: list[FileEntry] = []
-        self._tasks: list[asyncio.Future[None]] = []
+        self._threads: list[asyncio.Future[None]] = []  # work handed to worker threads
         self._pending_block: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self._write: asyncio.Future[None] | None = None
@@ -120,24 +131,22 @@ class IngestSession:
         """
         try:
             await self._prepare_rest()
-            if progress is None:
-                await self._commit(self._entries)
-                await self._record(self._entries)
-            else:
-                step = chunk_files or len(self._entries)
-                for start in range(0, len(self._entries), step):
-                    chunk = self._entries[start : start + step]
-                    await self._commit(chunk)
-                    await self._record(chunk)
+            step = chunk_files if progress is not None and chunk_files else len(self._entries)
+            for start in range(0, len(self._entries), step):
+                chunk = self._entries[start : start + step]
+                await self._commit(chunk)
+                await self._record(chunk)
+                if progress is not None:
                     for entry in chunk:
                         progress(entry)
-            return IngestReport(self._entries, self._hint(), self._fields.get(COMMENT_FIELD))
+            return IngestReport(self._entries, self.hint, self.comment)
         finally:
             await self._cleanup()
 
     @property
     def hint(self) -> str | None:
-        return self._hint()
+        raw = self._fields.get(HINT_FIELD)
+        return clean_hint(raw) if raw else None
 
     @property
     def comment(self) -> str | None:
@@ -171,8 +180,12 @@ class IngestSession:
             claimed_type=headers.content_type,
             expected_digest=self._p.expected_digest(headers, self._fields),
         )
-        if len(self._entries) >= self._p.settings.max_files_per_request:
-            entry.fail(TooManyFiles(f"at most {self._p.settings.max_files_per_request} files per request"))
+        self._fields.pop(headers.field + DIGEST_FIELD_SUFFIX, None)  # a declared digest is for one file
+        limit = self._p.settings.max_files_per_request
+        if len(self._entries) >= limit:
+            if len(self._entries) >= limit + MAX_EXTRA_PARTS:
+                raise TooManyFiles(f"at most {limit} files per request")
+            entry.fail(TooManyFiles(f"at most {limit} files per request"))
         self._entries.append(entry)
         self._part = _Part(headers.field, entry)
 
@@ -181,9 +194,7 @@ class IngestSession:
         assert part is not None
         entry = part.entry
         if entry is None:
-            if len(part.text) + len(data) > MAX_FIELD_BYTES:
-                raise FieldTooLarge(f"text field {part.field!r} is over {MAX_FIELD_BYTES} bytes")
-            part.text += data
+            self._on_field_data(part, data)
             return
         if not entry.ok:
             return
@@ -198,11 +209,21 @@ class IngestSession:
         else:
             await self._append_to_arena(entry, data)
 
+    def _on_field_data(self, part: _Part, data: memoryview) -> None:
+        self._field_bytes += len(data)
+        if self._field_bytes > MAX_FIELDS_TOTAL_BYTES:
+            raise FieldTooLarge(f"text fields of one request are limited to {MAX_FIELDS_TOTAL_BYTES} bytes")
+        if len(part.text) + len(data) > MAX_FIELD_BYTES:
+            raise FieldTooLarge(f"text field {part.field!r} is over {MAX_FIELD_BYTES} bytes")
+        if part.keep:
+            part.text += data
+
     async def _on_end(self) -> None:
         part, self._part = self._part, None
         assert part is not None
         if part.entry is None:
-            self._fields[part.field] = part.text.decode("utf-8", errors="replace")
+            if part.keep:
+                self._fields[part.field] = part.text.decode("utf-8", errors="replace")
             return
         entry = part.entry
         if entry.ok and entry.size == 0:
@@ -270,20 +291,30 @@ class IngestSession:
             return
         self._dispatched = True
         work = partial(prepare_in_memory, self._p.stage_context, entries)
-        task = asyncio.ensure_future(self._p.pool.run(len(entries), work))
-        task.add_done_callback(lambda _: self._p.arenas.release(arena))
-        self._tasks.append(task)
+        try:
+            reserved = await self._p.pool.reserve(len(entries))
+        except BaseException:
+            self._p.arenas.release(arena)
+            raise
+        self._threads.append(self._p.pool.submit(reserved, work, on_done=partial(self._p.arenas.release, arena)))
 
     # -- large files -----------------------------------------------------------------------
 
     async def _spill_to_spool(self, entry: FileEntry, data: memoryview) -> None:
-        writer = SpoolWriter(self._p.store.spool_dir)
+        try:
+            writer = SpoolWriter(self._p.store.spool_dir)
+        except RhinoBoxError as exc:
+            await self._drop_bytes(entry)
+            entry.fail(exc)
+            return
         entry.writer = writer
         if entry.arena is not None:
-            self._pending_block.append(bytes(entry.arena.view[entry.offset : entry.arena.used]))
-            self._pending_bytes += len(self._pending_block[0])
+            head = bytes(entry.arena.view[entry.offset : entry.arena.used])
+            self._pending_block.append(head)
+            self._pending_bytes += len(head)
             self._rewind_arena(entry)
             entry.arena = None
+        await self._dispatch_arena()  # a large file holds no arena while it streams
         await self._write_block(entry, data)
 
     async def _write_block(self, entry: FileEntry, data: memoryview) -> None:
@@ -304,13 +335,18 @@ class IngestSession:
             return
         writer = entry.writer
         assert writer is not None
-        self._write = asyncio.ensure_future(self._p.pool.run_io(partial(writer.write, block)))
+        self._write = self._p.pool.submit_io(partial(writer.write, block))
 
     async def _await_write(self) -> None:
-        """Wait for the outstanding block write, if any; its error (if any) is raised here."""
-        write, self._write = self._write, None
-        if write is not None:
-            await write
+        """Wait for the outstanding block write (never abandoning it); its error is raised here."""
+        write = self._write
+        if write is None:
+            return
+        try:
+            await asyncio.shield(write)
+        finally:
+            if write.done():
+                self._write = None
 
     async def _finish_spool(self, entry: FileEntry) -> None:
         if self._pending_block:
@@ -323,13 +359,25 @@ class IngestSession:
         writer = entry.writer
         if writer is None or not entry.ok:
             return
-        entry.digest = writer.finish()
+        try:
+            entry.digest = writer.finish()
+        except OSError as exc:
+            writer.abort()
+            entry.writer = None
+            entry.fail(StorageError(f"could not finish the spool file ({exc.strerror})"))
+            return
         entry.spool_path, entry.writer = writer.path, None
         if not self._verify_expected(entry):
             return
         await self._pin(entry)
+        prepare = partial(prepare_spooled, self._p.stage_context, entry, writer.head[:SNIFF_BYTES])
         try:
-            prepare_spooled(self._p.stage_context, entry, writer.head[:SNIFF_BYTES])
+            if self._p.store.inline_io:
+                prepare()
+            else:
+                future = self._p.pool.submit_io(prepare)
+                self._threads.append(future)
+                await asyncio.shield(future)
         except OSError as exc:
             entry.fail(StorageError(f"could not read the spooled file ({exc.strerror})"))
 
@@ -352,44 +400,71 @@ class IngestSession:
     # -- after the body --------------------------------------------------------------------
 
     async def _prepare_rest(self) -> None:
-        if not self._dispatched and len(self._arena_entries) == 1 and len(self._entries) == 1:
+        if (
+            self._p.store.inline_io
+            and not self._dispatched
+            and len(self._arena_entries) == 1
+            and len(self._entries) == 1
+        ):
             # The fast path: one small file, prepared inline on the loop (no thread hop).
             prepare_in_memory(self._p.stage_context, self._arena_entries)
             self._arena_entries = []
+            if self._arena is not None:
+                self._p.arenas.release(self._arena)
+                self._arena = None
         else:
             await self._dispatch_arena()
-        if self._tasks:
-            await asyncio.gather(*self._tasks)
-            self._tasks.clear()
+        await self._wait_threads()
+
+    async def _wait_threads(self) -> None:
+        """Wait for every thread task of this request; re-raise the first unexpected error."""
+        threads, self._threads = self._threads, []
+        if not threads:
+            return
+        await asyncio.wait(threads)
+        for future in threads:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
 
     async def _commit(self, entries: list[FileEntry]) -> None:
+        store = self._p.store
         spooled = [e for e in entries if e.ok and e.spool_path is not None]
         if spooled:
-            await self._p.store.flush()  # the bytes are durable before any name points at them
+            await self._flush()  # the bytes are durable before any name points at them
         ready = [e for e in entries if e.ok and e.digest is not None]
-        if len(ready) <= 1:
-            commit_entries(self._p.store, ready)
-        else:
-            await asyncio.gather(
-                *(
-                    self._p.pool.run(len(chunk), partial(commit_entries, self._p.store, chunk))
-                    for chunk in (ready[i : i + COMMIT_CHUNK] for i in range(0, len(ready), COMMIT_CHUNK))
-                )
-            )
-        store = self._p.store
-        if any(e.ok and (e.status == "stored" or store.needs_flush(e.digest or "")) for e in ready):
-            await store.flush()  # the new names are durable before the catalog points at them
+        # Exactly one concurrent commit of the same new content sends it and answers `stored`.
+        async with self._p.pins.committing(e.digest for e in spooled if e.digest is not None):
+            if len(ready) <= 1 and store.inline_io:
+                commit_entries(store, ready)
+            else:
+                # Spread over the workers (a network store's commit is a round trip per file).
+                step = max(1, min(COMMIT_CHUNK, -(-len(ready) // self._p.pool.workers)))
+                for i in range(0, len(ready), step):
+                    chunk = ready[i : i + step]
+                    reserved = await self._p.pool.reserve(len(chunk))
+                    self._threads.append(self._p.pool.submit(reserved, partial(commit_entries, store, chunk)))
+                await self._wait_threads()
+        if any(e.ok and (e.status == STORED or store.needs_flush(e.digest or "")) for e in ready):
+            await self._flush()  # the new names are durable before the catalog points at them
+
+    async def _flush(self) -> None:
+        """Wait for a store flush, turning an I/O failure into a storage error with a stable code."""
+        try:
+            await self._p.store.flush()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage() from exc
+            raise StorageError(f"could not make the files durable ({exc.strerror})") from exc
 
     async def _record(self, entries: list[FileEntry]) -> None:
-        now = time.time()
-        hint, comment = self._hint(), self._fields.get(COMMENT_FIELD)
+        now, hint, comment = time.time(), self.hint, self.comment
         records = [
             UploadRecord(
                 digest=e.digest,
                 size=e.size,
                 mime=e.mime or "application/octet-stream",
                 blob_category=e.blob_category or "other/octet-stream",
-                category=f"{e.blob_category}/{hint}" if hint else (e.blob_category or "other/octet-stream"),
+                category=upload_category(e.blob_category or "other/octet-stream", hint),
                 name=e.name,
                 hint=hint,
                 comment=comment,
@@ -399,18 +474,22 @@ class IngestSession:
             for e in entries
             if e.ok and e.digest is not None
         ]
-        await self._p.catalog.record_uploads(records)
-
-    def _hint(self) -> str | None:
-        raw = self._fields.get(HINT_FIELD)
-        return clean_hint(raw) if raw else None
+        try:
+            await self._p.catalog.record_uploads(records)
+        except sqlite3.Error as exc:
+            if "full" in str(exc):
+                raise InsufficientStorage("the catalog disk is full") from exc
+            raise StorageError(f"could not record the uploads ({exc})") from exc
 
     async def _cleanup(self) -> None:
         """Release everything this request holds, whatever state it stopped in."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._write is not None:
-            await asyncio.gather(self._write, return_exceptions=True)
+        outstanding = [f for f in self._threads if not f.done()]
+        if self._write is not None and not self._write.done():
+            outstanding.append(self._write)
+        if outstanding:
+            await asyncio.wait(outstanding)  # a thread may still use these files and arenas
+        self._threads = []
+        self._write = None
         if self._arena is not None:
             self._p.arenas.release(self._arena)
             self._arena = None

@@ -1,0 +1,43 @@
+# RhinoBox in a container: the same `rhinobox serve` that scripts/serve.sh runs, as a non-root user,
+# with the data directory (blobs, spool, SQLite catalog) on the /data volume.
+#
+#   docker build -t rhinobox .
+#   docker run -d --name rhinobox -p 8090:8090 -v rhinobox-data:/data --stop-timeout 35 rhinobox
+#
+# --stop-timeout: Docker's default 10 s is shorter than RHINOBOX_SHUTDOWN_TIMEOUT (30 s), the time
+# uploads in flight get to finish after SIGTERM. See docs/deploy.md.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# libmagic1: MIME sniffing (python-magic loads it at run time).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libmagic1 \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/rhinobox
+COPY pyproject.toml README.md ./
+COPY rhinobox ./rhinobox
+RUN pip install . && rm -rf /opt/rhinobox/build
+
+RUN groupadd --system --gid 10001 rhinobox \
+    && useradd --system --uid 10001 --gid rhinobox --home-dir /data --no-create-home --shell /usr/sbin/nologin rhinobox \
+    && mkdir -p /data \
+    && chown rhinobox:rhinobox /data
+
+ENV RHINOBOX_ADDR=0.0.0.0:8090 \
+    RHINOBOX_DATA_DIR=/data
+VOLUME ["/data"]
+EXPOSE 8090
+USER rhinobox:rhinobox
+WORKDIR /data
+
+# /healthz answers 200 when the catalog answers and the data dir is writable; the port follows RHINOBOX_ADDR.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ['RHINOBOX_ADDR'].rpartition(':')[2]; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)"]
+
+STOPSIGNAL SIGTERM
+CMD ["rhinobox", "serve"]

@@ -1,0 +1,159 @@
+"""The disk and hash floors: the same bytes written the way the server writes them, or only hashed.
+
+Disk floor (per batch): create + write a temp file per file, syncfs, rename into `blobs/<2 hex>/<name>`
+of a pre-created 256-directory fan-out, syncfs (the syncs only with `sync=True`), exactly the calls
+RhinoBox makes with RHINOBOX_FSYNC=always, without HTTP, hashing, sniffing or the catalog.
+Hash floor: BLAKE3 of the same bytes, one file at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final
+
+import blake3
+
+from benchmarks.workload import Streamed
+from rhinobox.blobs.fsops import sync_filesystem
+
+__all__ = ["FileLike", "disk_floor", "hash_floor", "pack_floor"]
+
+FileLike = bytes | Streamed
+_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _chunks(file: FileLike, ring: Sequence[bytes]) -> Iterator[bytes | memoryview]:
+    if isinstance(file, bytes):
+        yield file
+        return
+    left = file.size
+    for block in itertools.cycle(ring):
+        if left <= 0:
+            return
+        yield memoryview(block)[: min(left, len(block))]
+        left -= len(block)
+
+
+def _write_file(path: Path, file: FileLike, ring: Sequence[bytes]) -> None:
+    fd = os.open(path, _FLAGS, 0o644)
+    try:
+        for chunk in _chunks(file, ring):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def make_tree(root: Path) -> tuple[Path, Path]:
+    """A fresh `tmp/` and `blobs/00..ff` under `root` (created before timing, as the server does at open)."""
+    shutil.rmtree(root, ignore_errors=True)
+    spool, blobs = root / "tmp", root / "blobs"
+    spool.mkdir(parents=True)
+    for prefix in range(256):
+        (blobs / f"{prefix:02x}").mkdir(parents=True)
+    return spool, blobs
+
+
+def disk_floor(
+    root: Path,
+    batches: Sequence[Sequence[FileLike]],
+    names: Sequence[Sequence[str]],
+    *,
+    sync: bool,
+    ring: Sequence[bytes] = (),
+    threads: int = 1,
+) -> float:
+    """Seconds to store every batch (hex `names` pick the fan-out dir); the tree is removed afterwards."""
+    spool, blobs = make_tree(root)
+    dirfd = os.open(blobs, os.O_RDONLY | os.O_DIRECTORY)
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    try:
+        start = time.perf_counter()
+        for batch, batch_names in zip(batches, names, strict=True):
+            _store_batch(pool, threads, dirfd, spool, blobs, batch, batch_names, sync, ring)
+        return time.perf_counter() - start
+    finally:
+        os.close(dirfd)
+        if pool is not None:
+            pool.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _store_batch(
+    pool: ThreadPoolExecutor | None,
+    threads: int,
+    dirfd: int,
+    spool: Path,
+    blobs: Path,
+    batch: Sequence[FileLike],
+    names: Sequence[str],
+    sync: bool,
+    ring: Sequence[bytes],
+) -> None:
+    temps = [spool / f"{name}.spool" for name in names]
+    finals = [blobs / name[:2] / name for name in names]
+    _run(pool, threads, lambda i: _write_file(temps[i], batch[i], ring), len(batch))
+    if sync:
+        sync_filesystem(dirfd)
+    _run(pool, threads, lambda i: os.rename(temps[i], finals[i]), len(batch))
+    if sync:
+        sync_filesystem(dirfd)
+
+
+def _run(pool: ThreadPoolExecutor | None, threads: int, step: Callable[[int], object], count: int) -> None:
+    if pool is None:
+        for index in range(count):
+            step(index)
+        return
+    slices = [range(t, count, threads) for t in range(threads)]
+    list(pool.map(lambda indices: [step(i) for i in indices], slices))
+
+
+def hash_floor(files: Sequence[FileLike], ring: Sequence[bytes] = ()) -> float:
+    """Seconds to BLAKE3 every file (single-threaded hasher, as in the server's small-file path)."""
+    start = time.perf_counter()
+    for file in files:
+        hasher = blake3.blake3()
+        for chunk in _chunks(file, ring):
+            hasher.update(chunk)
+        hasher.hexdigest()
+    return time.perf_counter() - start
+
+
+def pack_floor(root: Path, batches: Sequence[Sequence[bytes]], *, sync: bool) -> float:
+    """Seconds to append every batch to one pack file (plus a small index file per batch) and sync.
+
+    The figure for the packing proposal in docs/performance.md: what small blobs would cost if they
+    were appended to large files (as SeaweedFS volumes or Perkeep's blobpacked do) instead of one
+    file each.
+    """
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        start = time.perf_counter()
+        for number, batch in enumerate(batches):
+            pack = os.open(root / f"pack-{number:06d}", _FLAGS, 0o644)
+            index = []
+            offset = 0
+            try:
+                for data in batch:
+                    os.write(pack, data)
+                    index.append(f"{offset} {len(data)}\n")
+                    offset += len(data)
+            finally:
+                os.close(pack)
+            _write_file(root / f"pack-{number:06d}.idx", "".join(index).encode(), ())
+            if sync:
+                sync_filesystem(dirfd)
+        return time.perf_counter() - start
+    finally:
+        os.close(dirfd)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,317 @@
+"""Pipeline stages in-process, one benchmark each, so a regression in one stage is visible on its own.
+
+    .venv/bin/pytest benchmarks/test_stages.py --benchmark-enable
+
+Figures, never pass/fail on speed; the asserts only check that each stage did its work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final
+
+import blake3
+import pytest
+
+from benchmarks.workload import small_files
+from rhinobox.blobs.fsops import sync_filesystem
+from rhinobox.blobs.local import LocalBlobStore
+from rhinobox.catalog.base import UploadRecord
+from rhinobox.catalog.sqlite import SQLiteCatalog
+from rhinobox.ingest.buffers import Arena
+from rhinobox.ingest.categories import Categorizer
+from rhinobox.ingest.entry import STORED, FileEntry
+from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
+from rhinobox.ingest.spool import SpoolWriter, write_spool_file
+from rhinobox.ingest.stages import StageContext, commit_entries, prepare_in_memory
+from tests.samples import jpeg, plain_text, png, python_source
+
+KIB: Final = 1024
+MIB: Final = 1024 * 1024
+SMALL: Final = 4 * KIB
+FILES: Final = 100  # small files per round
+BATCH: Final = 1000  # files per round for the pool-versus-inline comparison
+CHUNK: Final = 64  # files per worker task, as the server's arenas hold them (ARENA_MAX_FILES)
+ROUNDS: Final = 5
+
+
+def report(benchmark: Any, label: str, files: int, nbytes: int, seconds: float) -> None:
+    """Print files/s and MB/s (from pytest-benchmark's mean when enabled, else the one timed call)."""
+    stats = getattr(benchmark, "stats", None)
+    mean = stats.stats.mean if stats is not None else seconds
+    benchmark.extra_info.update(files_per_s=files / mean, mb_per_s=nbytes / MIB / mean)
+    print(f"\n{label}: {files / mean:,.0f} files/s, {nbytes / MIB / mean:,.1f} MB/s ({mean * 1000:.2f} ms/round)")
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def run() -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return run
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(7)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalBlobStore]:
+    blob_store = LocalBlobStore(tmp_path / "data", durable=False)
+    blob_store.open()
+    yield blob_store
+    blob_store.close()
+
+
+# -- spool + hash --------------------------------------------------------------------------
+
+
+def test_spool_and_hash_small_files(benchmark: Any, store: LocalBlobStore, rng: random.Random) -> None:
+    """What a small file costs on the way in: BLAKE3 of its bytes, then one spool file written."""
+    files = [rng.randbytes(SMALL) for _ in range(FILES)]
+
+    def clean() -> None:
+        for path in store.spool_dir.iterdir():
+            path.unlink()
+
+    def spool_all() -> list[str]:
+        digests = []
+        for data in files:
+            digests.append(blake3.blake3(data).hexdigest())
+            write_spool_file(store.spool_dir, data)
+        return digests
+
+    last: list[float] = []
+    benchmark.pedantic(lambda: last.append(timed(spool_all)()), setup=clean, rounds=ROUNDS)
+    assert len(list(store.spool_dir.iterdir())) == FILES
+    report(benchmark, "spool+hash 4 KiB", FILES, FILES * SMALL, last[-1])
+
+
+def test_spool_writer_large_file(benchmark: Any, store: LocalBlobStore, rng: random.Random) -> None:
+    """A large file streamed through SpoolWriter in the server's 1 MiB blocks (hash + write)."""
+    block = rng.randbytes(MIB)
+    blocks = 32
+    writers: list[SpoolWriter] = []
+
+    def clean() -> None:
+        while writers:
+            writers.pop().abort()
+
+    def spool() -> None:
+        writer = SpoolWriter(store.spool_dir)
+        writers.append(writer)
+        for _ in range(blocks):
+            writer.write(block)
+        writer.finish()
+
+    last: list[float] = []
+    benchmark.pedantic(lambda: last.append(timed(spool)()), setup=clean, rounds=ROUNDS)
+    assert writers
+    assert writers[-1].size == blocks * MIB
+    report(benchmark, "SpoolWriter 32 MiB", 1, blocks * MIB, last[-1])
+    clean()
+
+
+# -- sniff -----------------------------------------------------------------------------------
+
+SNIFF_INPUTS: Final[dict[str, Callable[[int], bytes]]] = {
+    "random-binary": lambda seed: random.Random(seed).randbytes(SNIFF_BYTES),
+    "media-header+random": lambda seed: small_files(random.Random(seed), 1, SNIFF_BYTES, "media")[0],
+    "png": png,
+    "jpeg": jpeg,
+    "plain-text": lambda seed: (plain_text(seed) * 64)[:SNIFF_BYTES],
+    "python-source": lambda seed: (python_source(seed) * 64)[:SNIFF_BYTES],
+}
+
+
+@pytest.mark.parametrize("kind", list(SNIFF_INPUTS))
+def test_sniff(benchmark: Any, kind: str) -> None:
+    """libmagic on the first 2 KiB: media headers are fast, text is the slow case."""
+    sniffer = MimeSniffer()
+    heads = [SNIFF_INPUTS[kind](seed) for seed in range(FILES)]
+
+    def sniff_all() -> list[str]:
+        return [sniffer.sniff(head) for head in heads]
+
+    last: list[float] = []
+    mimes: list[list[str]] = []
+    benchmark.pedantic(lambda: last.append(timed(lambda: mimes.append(sniff_all()))()), rounds=ROUNDS)
+    assert all(mimes[-1])
+    assert len(mimes[-1]) == FILES
+    report(benchmark, f"sniff {kind} ({mimes[-1][0]})", FILES, sum(map(len, heads)), last[-1])
+
+
+# -- categorize ------------------------------------------------------------------------------
+
+
+def test_categorize(benchmark: Any, tmp_path: Path) -> None:
+    """Rule lookup under the read lock, for a mix of MIME types and extensions."""
+    categorizer = Categorizer.load(tmp_path)
+    inputs = [
+        ("image/png", ".png"),
+        ("application/octet-stream", ".py"),
+        ("text/plain", ".md"),
+        ("video/mp4", ".mp4"),
+        ("application/x-unknown", ""),
+    ] * (FILES // 5)
+
+    def categorize_all() -> list[str]:
+        return [categorizer.categorize(mime, ext) for mime, ext in inputs]
+
+    last: list[float] = []
+    out: list[list[str]] = []
+    benchmark.pedantic(lambda: last.append(timed(lambda: out.append(categorize_all()))()), rounds=ROUNDS)
+    assert out[-1][0] == "images/png"
+    assert out[-1][1] == "code/python"
+    report(benchmark, "categorize", FILES, 0, last[-1])
+
+
+# -- commit ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["no-sync", "syncfs"])
+def test_commit(benchmark: Any, store: LocalBlobStore, rng: random.Random, sync: bool) -> None:
+    """`LocalBlobStore.commit` (rename-no-replace into the fan-out) of spooled files, plus one syncfs."""
+    spooled: list[tuple[Path, str]] = []
+
+    def spool_fresh() -> None:
+        spooled.clear()
+        for _ in range(FILES):
+            data = rng.randbytes(SMALL)
+            spooled.append((write_spool_file(store.spool_dir, data), blake3.blake3(data).hexdigest()))
+
+    dirfd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+
+    def commit_all() -> int:
+        created = sum(store.commit(path, digest) for path, digest in spooled)
+        if sync:
+            sync_filesystem(dirfd)
+        return created
+
+    last: list[float] = []
+    created: list[int] = []
+    try:
+        benchmark.pedantic(
+            lambda: last.append(timed(lambda: created.append(commit_all()))()), setup=spool_fresh, rounds=ROUNDS
+        )
+    finally:
+        os.close(dirfd)
+    assert created[-1] == FILES
+    report(benchmark, f"commit ({'with' if sync else 'no'} syncfs)", FILES, FILES * SMALL, last[-1])
+
+
+# -- catalog ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["sync-normal", "sync-full"])
+def test_catalog_record_uploads(benchmark: Any, tmp_path: Path, rng: random.Random, durable: bool) -> None:
+    """One `record_uploads` of 1,000 files: one transaction, as a batch request makes."""
+
+    def records() -> list[UploadRecord]:
+        now = time.time()
+        return [
+            UploadRecord(
+                digest=rng.randbytes(32).hex(),
+                size=SMALL,
+                mime="application/octet-stream",
+                blob_category="other/octet-stream",
+                category="other/octet-stream",
+                name=f"f{i}.bin",
+                hint=None,
+                comment=None,
+                claimed_type="application/octet-stream",
+                uploaded_at=now,
+            )
+            for i in range(BATCH)
+        ]
+
+    async def scenario() -> tuple[list[float], int]:
+        catalog = SQLiteCatalog(tmp_path / "catalog.sqlite3", durable=durable)
+        await catalog.open()
+        seconds = []
+        try:
+            for _ in range(ROUNDS):
+                batch = records()
+                start = time.perf_counter()
+                await catalog.record_uploads(batch)
+                seconds.append(time.perf_counter() - start)
+            commits = catalog.commits
+        finally:
+            await catalog.close()
+        return seconds, commits
+
+    # The catalog lives on an event loop: time each insert inside one loop, report the mean.
+    out: list[tuple[list[float], int]] = []
+    benchmark.pedantic(lambda: out.append(asyncio.run(scenario())), rounds=1)
+    seconds, commits = out[-1]
+    assert commits >= ROUNDS
+    mean = sum(seconds) / len(seconds)
+    benchmark.extra_info.update(files_per_s=BATCH / mean)
+    print(f"\ncatalog record_uploads x{BATCH} (durable={durable}): {BATCH / mean:,.0f} files/s ({mean * 1000:.1f} ms)")
+
+
+# -- the batch path: worker pool versus inline -------------------------------------------------
+
+
+def _entries(rng: random.Random, count: int) -> list[FileEntry]:
+    """`count` fresh 4 KiB files in arenas, hashed, as the session hands them to `prepare_in_memory`."""
+    entries = []
+    arena = Arena(CHUNK * SMALL)
+    for index in range(count):
+        if arena.free < SMALL:
+            arena = Arena(CHUNK * SMALL)
+        data = rng.randbytes(SMALL)
+        entry = FileEntry(index=index, name=f"f{index}.bin", extension=".bin", claimed_type=None)
+        entry.arena, entry.offset, entry.size = arena, arena.used, SMALL
+        arena.append(data)
+        entry.digest = blake3.blake3(data).hexdigest()
+        entries.append(entry)
+    return entries
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 4], ids=lambda w: f"workers={w}" if w else "inline")
+def test_prepare_and_commit_batch(benchmark: Any, tmp_path: Path, rng: random.Random, workers: int) -> None:
+    """sniff + categorize + spool + commit of 1,000 x 4 KiB: inline on one thread, or in 64-file chunks on a pool."""
+    data_dir = tmp_path / "data"
+    store = LocalBlobStore(data_dir, durable=False)
+    store.open()
+    ctx = StageContext(store, MimeSniffer(), Categorizer.load(tmp_path))
+    pool = ThreadPoolExecutor(max_workers=workers) if workers else None
+    batches: list[list[FileEntry]] = []
+
+    def fresh() -> None:
+        batches.append(_entries(rng, BATCH))
+
+    def chunk_work(chunk: list[FileEntry]) -> None:
+        prepare_in_memory(ctx, chunk)
+        commit_entries(store, chunk)
+
+    def run() -> None:
+        entries = batches[-1]
+        chunks = [entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)]
+        if pool is None:
+            for chunk in chunks:
+                chunk_work(chunk)
+        else:
+            list(pool.map(chunk_work, chunks))
+
+    last: list[float] = []
+    try:
+        benchmark.pedantic(lambda: last.append(timed(run)()), setup=fresh, rounds=ROUNDS)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        store.close()
+    assert all(e.status == STORED for e in batches[-1])
+    label = f"{workers} worker threads" if workers else "inline"
+    report(benchmark, f"prepare+commit 1,000 x 4 KiB, {label}", BATCH, BATCH * SMALL, last[-1])
+    shutil.rmtree(data_dir, ignore_errors=True)

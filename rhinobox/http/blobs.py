@@ -1,0 +1,97 @@
+"""Dedup-aware upload by hash: `POST /blobs/missing` says what to send, `PUT /blobs/{hash}` sends one.
+
+A client hashes its files locally, asks which hashes the server lacks, and uploads only those,
+each as a raw body that must hash to the name it is PUT under.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Any, Final
+
+from aiohttp import hdrs, web
+
+from rhinobox.blobs.digest import is_digest, require_digest
+from rhinobox.errors import BadHash, FileTooLarge, InvalidBody, TooManyHashes
+from rhinobox.http.ingest import body_chunks
+from rhinobox.http.keys import CATALOG, PIPELINE
+from rhinobox.ingest.entry import STORED, FileEntry
+from rhinobox.ingest.names import clean_filename
+from rhinobox.ingest.raw import ingest_raw, record_known
+
+__all__ = ["FILENAME_HEADER", "MAX_HASHES", "missing_blobs", "put_blob"]
+
+MAX_HASHES: Final = 10_000
+MAX_MISSING_BODY: Final = 2 * 1024 * 1024  # 10,000 quoted hashes with generous whitespace
+FILENAME_HEADER: Final = "X-Filename"
+
+
+async def missing_blobs(request: web.Request) -> web.Response:
+    hashes = _hashes_from(await _read_json(request))
+    known = await request.app[CATALOG].known_digests(hashes)
+    return web.json_response({"missing": [h for h in dict.fromkeys(hashes) if h not in known]})
+
+
+async def _read_json(request: web.Request) -> object:
+    if request.content_length is not None and request.content_length > MAX_MISSING_BODY:
+        raise TooManyHashes(f"the body is limited to {MAX_MISSING_BODY} bytes ({MAX_HASHES} hashes)")
+    raw = bytearray()
+    async for chunk in body_chunks(request):  # read(n) may return less than n: read to the end
+        raw += chunk
+        if len(raw) > MAX_MISSING_BODY:
+            raise TooManyHashes(f"the body is limited to {MAX_MISSING_BODY} bytes ({MAX_HASHES} hashes)")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidBody(f"body is not JSON: {exc}") from None
+
+
+def _hashes_from(document: object) -> list[str]:
+    if not isinstance(document, dict) or not isinstance(document.get("hashes"), list):
+        raise InvalidBody('expected {"hashes": [...]}')
+    hashes: list[Any] = document["hashes"]
+    if len(hashes) > MAX_HASHES:
+        raise TooManyHashes(f"at most {MAX_HASHES} hashes per request, got {len(hashes)}")
+    for index, value in enumerate(hashes):
+        if not isinstance(value, str) or not is_digest(value):
+            raise BadHash(f"hashes[{index}] is not 64 lowercase hex characters (BLAKE3-256)")
+    return hashes
+
+
+async def put_blob(request: web.Request) -> web.Response:
+    digest = require_digest(request.match_info["hash"])
+    pipeline = request.app[PIPELINE]
+    name = _upload_name(request.headers.get(FILENAME_HEADER))
+    claimed = request.headers.get(hdrs.CONTENT_TYPE)
+    claimed = claimed.strip().lower() if claimed else None
+    entry = await record_known(pipeline, digest, name, claimed)
+    if entry is not None:
+        return _result(entry, 200)  # the body is not needed: aiohttp discards whatever was sent
+    if request.content_length is not None and request.content_length > pipeline.settings.max_upload_bytes:
+        raise FileTooLarge(f"files may be at most {pipeline.settings.max_upload_mb} MiB")
+    entry = await ingest_raw(pipeline, digest, name, claimed, body_chunks(request))
+    return _result(entry, 201 if entry.status == STORED else 200)
+
+
+def _upload_name(raw: str | None) -> str:
+    """`X-Filename`, percent-decoded as UTF-8 (headers are ASCII: encode other characters)."""
+    if raw is None:
+        return clean_filename("")
+    return clean_filename(urllib.parse.unquote(raw, errors="replace"))
+
+
+def _result(entry: FileEntry, status: int) -> web.Response:
+    body = {
+        "name": entry.name,
+        "status": entry.status,
+        "hash": entry.digest,
+        "size": entry.size,
+        "mime": entry.mime,
+        "category": entry.blob_category,
+        "url": f"/files/{entry.digest}",
+    }
+    response = web.json_response(body, status=status)
+    if status == 201:
+        response.headers[hdrs.LOCATION] = f"/files/{entry.digest}"
+    return response

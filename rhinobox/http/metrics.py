@@ -1,0 +1,196 @@
+"""`GET /metrics` in Prometheus text format, and the counters behind it (one registry per app).
+
+Costs on the hot path are one histogram observation per request and one aggregated update per
+ingest request (not per file). Queue depth and worker use are read from the pool at scrape time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rhinobox.http.access_log import route_of
+from rhinobox.http.errors import Handler
+from rhinobox.http.keys import CATALOG, METRICS, PIPELINE
+from rhinobox.ingest.entry import DUPLICATE, STORED
+from rhinobox.ingest.session import IngestReport
+
+__all__ = ["Metrics", "metrics_handler", "metrics_middleware", "setup_metrics"]
+
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+CLIENT_CLOSED: Final = 499  # nginx's status for a request the client (or shutdown) abandoned
+NO_CATEGORY: Final = "none"
+ERROR_STATUS: Final = "error"
+
+
+def top_category(blob_category: str | None) -> str:
+    """`images` for `images/png`: the rules bound this label's values (the hint a client sends does not)."""
+    return blob_category.partition("/")[0] if blob_category else NO_CATEGORY
+
+
+class Metrics:
+    """Every metric of one app, in its own `CollectorRegistry` (no global state between apps)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "rhinobox_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "rhinobox_http_request_duration_seconds",
+            "Time from request to the handler's answer, per route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.files = Counter(
+            "rhinobox_ingest_files",
+            "Files received by ingest, by result and category.",
+            ["status", "category"],
+            registry=r,
+        )
+        self.bytes = Counter(
+            "rhinobox_ingest_bytes",
+            "Bytes received by ingest, by result and category.",
+            ["status", "category"],
+            registry=r,
+        )
+        self.duplicates = Counter("rhinobox_ingest_duplicates", "Files whose content was already stored.", registry=r)
+        self.bytes_saved = Counter(
+            "rhinobox_ingest_dedup_saved_bytes", "Bytes not stored again thanks to deduplication.", registry=r
+        )
+        self.errors = Counter("rhinobox_errors", "Errors answered, by stable error code.", ["code"], registry=r)
+        self.live = _LiveCollector(app)
+        r.register(self.live)
+        # labels() takes a lock and builds a key per call: the hot paths keep the children they use.
+        self._request_children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
+        self._ingest_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method if method in KNOWN_METHODS else "OTHER", route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.latency.labels(key[0], route),
+                self.requests.labels(key[0], route, str(status)),
+            )
+        children[0].observe(seconds)
+        children[1].inc()
+
+    def observe_ingest(self, report: IngestReport) -> None:
+        """Count one ingest request's files: aggregated first, so a 10 000-file batch is a few updates."""
+        files: dict[tuple[str, str], list[int]] = {}  # (status, category) -> [files, bytes]
+        errors: dict[str, int] = {}
+        duplicates = saved = 0
+        for entry in report.entries:
+            if entry.error is not None:
+                key = (ERROR_STATUS, NO_CATEGORY)
+                errors[entry.error.code] = errors.get(entry.error.code, 0) + 1
+            else:
+                key = (entry.status or STORED, top_category(entry.blob_category))
+                if entry.status == DUPLICATE:
+                    duplicates += 1
+                    saved += entry.size
+            tally = files.get(key)
+            if tally is None:
+                files[key] = [1, entry.size]
+            else:
+                tally[0] += 1
+                tally[1] += entry.size
+        for key, (count, size) in files.items():
+            children = self._ingest_children.get(key)
+            if children is None:
+                children = self._ingest_children[key] = (self.files.labels(*key), self.bytes.labels(*key))
+            children[0].inc(count)
+            children[1].inc(size)
+        for code, count in errors.items():
+            self.errors.labels(code).inc(count)
+        if duplicates:
+            self.duplicates.inc(duplicates)
+            self.bytes_saved.inc(saved)
+
+    def observe_error_response(self, response: web.StreamResponse) -> None:
+        """Count the code of a request-level JSON error answer (bodies are tiny, and this is the error path)."""
+        if not isinstance(response, web.Response) or response.content_type != "application/json":
+            return
+        body = response.body
+        if not isinstance(body, bytes):
+            return
+        try:
+            error = json.loads(body).get("error")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(error, dict) and isinstance(error.get("code"), str):
+            self.errors.labels(error["code"]).inc()
+
+
+class _LiveCollector(Collector):
+    """Gauges read at scrape time from the running parts: the worker pool and the catalog size."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self.catalog: tuple[int, int, int] | None = None  # blobs, bytes stored, uploads
+
+    def collect(self) -> Iterator[Metric]:
+        pipeline = self._app.get(PIPELINE)
+        if pipeline is not None:
+            pool = pipeline.pool
+            yield GaugeMetricFamily("rhinobox_ingest_queue_depth", "Files waiting for or on a worker.", pool.queued)
+            yield GaugeMetricFamily("rhinobox_ingest_queue_capacity", "Queue size before 503.", pool.capacity)
+            yield GaugeMetricFamily("rhinobox_ingest_workers", "Ingest worker threads.", pool.workers)
+            yield GaugeMetricFamily("rhinobox_ingest_workers_busy", "Worker threads running a task now.", pool.busy)
+            yield GaugeMetricFamily(
+                "rhinobox_ingest_worker_utilization", "Busy workers / workers (0..1).", pool.busy / pool.workers
+            )
+        if self.catalog is not None:
+            blobs, stored, uploads = self.catalog
+            yield GaugeMetricFamily("rhinobox_catalog_blobs", "Distinct blobs in the catalog.", blobs)
+            yield GaugeMetricFamily("rhinobox_catalog_bytes", "Bytes of all distinct blobs.", stored)
+            yield GaugeMetricFamily("rhinobox_catalog_uploads", "Uploads recorded (duplicates included).", uploads)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Latency and count per canonical route; sits outside `error_middleware` to see the final status."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    status = CLIENT_CLOSED
+    try:
+        response = await handler(request)
+        status = response.status
+        if status >= 400:
+            metrics.observe_error_response(response)
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.observe_request(request.method, route_of(request), status, time.perf_counter() - started)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    await _refresh_catalog_size(request.app, metrics)
+    response = web.Response(body=generate_latest(metrics.registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_PLAIN_0_0_4  # what every Prometheus parses
+    return response
+
+
+async def _refresh_catalog_size(app: web.Application, metrics: Metrics) -> None:
+    """Ask the catalog for its totals right before a scrape (kept as counters, not a scan)."""
+    stats = await app[CATALOG].stats()
+    metrics.live.catalog = (stats.blobs, stats.bytes_stored, stats.uploads)
+
+
+def setup_metrics(app: web.Application) -> None:
+    """Give `app` its metrics (call before the app starts)."""
+    app[METRICS] = Metrics(app)

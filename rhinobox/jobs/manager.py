@@ -1,0 +1,248 @@
+"""`JobManager`: runs async ingest jobs as background tasks, streams their progress, records them.
+
+A job's row is written before its request is answered (so it can never be silently lost), each file's
+result is appended as it becomes final (so an interrupted job still lists what it committed), and the
+final state is written before live watchers get their last event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from rhinobox.errors import RhinoBoxError
+from rhinobox.jobs.model import FileResult, Job, JobError, JobState
+from rhinobox.jobs.store import JobStore
+
+__all__ = ["EVENT_END", "EVENT_PROGRESS", "EVENT_STATE", "JobEvent", "JobManager", "JobWork", "ResultSink"]
+
+log = logging.getLogger(__name__)
+
+EVENT_STATE: Final = "state"  # always first: where the job stands when the watcher arrives
+EVENT_PROGRESS: Final = "progress"  # one per file, once its result is final
+EVENT_END: Final = "end"  # always last: the final record, with every result
+SWEEP_INTERVAL_MAX: Final = 60.0  # seconds between expiry sweeps (less when the TTL is shorter)
+INTERRUPTED_AT_START: Final = JobError("interrupted", "the server stopped before the job finished")
+INTERRUPTED_AT_STOP: Final = JobError("interrupted", "the server shut down before the job finished")
+
+ResultSink = Callable[[FileResult], None]
+JobWork = Callable[[ResultSink], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One thing a watcher should hear: `kind` is state, progress or end."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+class _Stop:
+    """Sent to watchers when the server shuts down: their stream ends without an `end` event."""
+
+
+_STOP: Final = _Stop()
+WatchItem = JobEvent | _Stop
+
+
+@dataclass(slots=True, eq=False)
+class _LiveJob:
+    job: Job
+    task: asyncio.Task[None] | None = None
+    watchers: set[asyncio.Queue[WatchItem]] = field(default_factory=set)
+    unsaved: list[FileResult] = field(default_factory=list)
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    finishing: bool = False
+    save_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class JobManager:
+    """Owns every running job of one app; `close` lets them finish (up to `grace`) or interrupts them."""
+
+    def __init__(self, store: JobStore, *, ttl: float, grace: float, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._grace = grace
+        self._clock = clock
+        self._live: dict[str, _LiveJob] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Mark jobs an earlier process left unfinished as interrupted, drop expired ones, start sweeping."""
+        now = self._clock()
+        interrupted = await self._store.interrupt_unfinished(now, INTERRUPTED_AT_START)
+        if interrupted:
+            log.warning("marked %d unfinished job(s) from an earlier run as interrupted", interrupted)
+        await self._store.expire(now - self._ttl)
+        self._sweeper = asyncio.create_task(self._sweep(), name="rhinobox-job-sweeper")
+
+    async def create(self) -> Job:
+        """A new queued job, durably recorded; `start` it once its input is received, or `discard` it."""
+        now = self._clock()
+        job = Job(id=uuid.uuid4().hex, state=JobState.QUEUED, created_at=now, updated_at=now)
+        await self._store.save(job, [])
+        return job
+
+    async def discard(self, job: Job) -> None:
+        """Forget a job whose request failed before it was answered (the client never saw its id)."""
+        try:
+            await self._store.delete(job.id)
+        except Exception:
+            log.exception("could not delete job %s; it will read as interrupted after a restart", job.id)
+
+    def start_job(self, job: Job, *, total: int, received_bytes: int, work: JobWork) -> None:
+        """Run `work` in the background; it reports each file's result through the sink it is given."""
+        job.total, job.received_bytes = total, received_bytes
+        live = _LiveJob(job)
+        self._live[job.id] = live
+        live.task = asyncio.create_task(self._run(live, work), name=f"rhinobox-job-{job.id}")
+
+    async def get(self, job_id: str) -> Job | None:
+        live = self._live.get(job_id)
+        if live is not None:
+            return live.job
+        return await self._store.load(job_id)
+
+    async def events(self, job_id: str, idle: float) -> AsyncGenerator[JobEvent | None, None] | None:
+        """The job's events from now on (state first, end last); None items mark `idle` quiet seconds.
+
+        Returns None for an unknown job. A job that already ended yields its state and its end.
+        """
+        live = self._live.get(job_id)
+        if live is None:
+            job = await self._store.load(job_id)
+            if job is None:
+                return None
+            return _ended(job)
+        queue: asyncio.Queue[WatchItem] = asyncio.Queue()
+        # Snapshot and subscription happen in one step of the loop: no event falls between them.
+        first = JobEvent(EVENT_STATE, live.job.summary())
+        live.watchers.add(queue)
+        return _watch(live, queue, first, idle)
+
+    def end_streams(self) -> None:
+        """Ask every watcher stream to end (the server is shutting down; jobs keep running)."""
+        for live in self._live.values():
+            for queue in live.watchers:
+                queue.put_nowait(_STOP)
+
+    async def close(self) -> None:
+        """Give running jobs up to `grace` seconds, interrupt the rest, and stop sweeping."""
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self._grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def _run(self, live: _LiveJob, work: JobWork) -> None:
+        job = live.job
+        job.state, job.updated_at = JobState.RUNNING, self._clock()
+        live.dirty.set()
+        saver = asyncio.create_task(self._save_while_running(live))
+        state, error = JobState.DONE, None
+        try:
+            await work(lambda result: self._on_result(live, result))
+        except asyncio.CancelledError:
+            state, error = JobState.INTERRUPTED, INTERRUPTED_AT_STOP
+        except RhinoBoxError as exc:
+            state, error = JobState.FAILED, JobError(exc.code, exc.message)
+        except Exception:
+            log.exception("job %s failed", job.id)
+            state, error = JobState.FAILED, JobError("internal", "the job failed on an internal error")
+        live.finishing = True
+        live.dirty.set()
+        await asyncio.gather(saver, return_exceptions=True)
+        job.state, job.error = state, error
+        job.finished_at = job.updated_at = self._clock()
+        try:
+            await self._save(live)
+        except Exception:
+            log.exception("could not record the end of job %s", job.id)
+        end = JobEvent(EVENT_END, job.as_json())
+        for queue in live.watchers:
+            queue.put_nowait(end)
+        del self._live[job.id]
+
+    def _on_result(self, live: _LiveJob, result: FileResult) -> None:
+        job = live.job
+        job.count(result)
+        job.updated_at = self._clock()
+        job.results.append(result)
+        live.unsaved.append(result)
+        live.dirty.set()
+        if live.watchers:
+            event = JobEvent(EVENT_PROGRESS, {**job.summary(), "result": result})
+            for queue in live.watchers:
+                queue.put_nowait(event)
+
+    async def _save_while_running(self, live: _LiveJob) -> None:
+        """Write progress as fast as the catalog takes it; results arriving meanwhile share the next write."""
+        while True:
+            await live.dirty.wait()
+            if live.finishing:
+                return
+            live.dirty.clear()
+            try:
+                await self._save(live)
+            except Exception:
+                log.exception("could not record progress of job %s", live.job.id)
+
+    async def _save(self, live: _LiveJob) -> None:
+        async with live.save_lock:
+            rows, live.unsaved = live.unsaved, []
+            try:
+                await self._store.save(live.job.snapshot(), rows)
+            except BaseException:
+                live.unsaved[:0] = rows
+                raise
+
+    async def _sweep(self) -> None:
+        interval = min(float(self._ttl), SWEEP_INTERVAL_MAX)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                expired = await self._store.expire(self._clock() - self._ttl)
+            except Exception:
+                log.exception("could not expire old jobs")
+                continue
+            if expired:
+                log.info("expired %d job(s) older than %ss", expired, self._ttl)
+
+
+async def _ended(job: Job) -> AsyncGenerator[JobEvent | None, None]:
+    yield JobEvent(EVENT_STATE, job.summary())
+    yield JobEvent(EVENT_END, job.as_json())
+
+
+async def _watch(
+    live: _LiveJob, queue: asyncio.Queue[WatchItem], first: JobEvent, idle: float
+) -> AsyncGenerator[JobEvent | None, None]:
+    try:
+        yield first
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), idle)
+            except TimeoutError:
+                yield None
+                continue
+            if isinstance(item, _Stop):
+                return
+            yield item
+            if item.kind == EVENT_END:
+                return
+    finally:
+        live.watchers.discard(queue)

@@ -1,0 +1,202 @@
+"""Job records in SQLite: in the catalog's database (migration 3), written through the catalog's writer.
+
+With the SQLite catalog, job writes join the catalog's grouped transactions and reads use a connection
+of their own (WAL lets them run beside the writer). With any other catalog, jobs get their own SQLite
+file in the data directory, so they still outlive the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+
+from rhinobox.catalog.base import Catalog
+from rhinobox.catalog.sqlite import BUSY_TIMEOUT_MS, SQLiteCatalog
+from rhinobox.catalog.sqlite_schema import MIGRATIONS
+from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState
+
+__all__ = ["JOBS_FILENAME", "SQLiteJobStore", "job_store_for"]
+
+JOBS_FILENAME: Final = "jobs.sqlite3"
+JOBS_MIGRATION: Final = 3
+
+WriteJob = Callable[[aiosqlite.Connection], Awaitable[object]]
+Writer = Callable[[WriteJob], Awaitable[object]]
+
+_COLUMNS: Final = (
+    "id, state, created_at, updated_at, finished_at, total, done, stored, duplicate, failed,"
+    " received_bytes, processed_bytes, error_code, error_message"
+)
+_UPSERT: Final = f"""
+INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET
+    state = excluded.state, updated_at = excluded.updated_at, finished_at = excluded.finished_at,
+    total = excluded.total, done = excluded.done, stored = excluded.stored,
+    duplicate = excluded.duplicate, failed = excluded.failed, received_bytes = excluded.received_bytes,
+    processed_bytes = excluded.processed_bytes, error_code = excluded.error_code,
+    error_message = excluded.error_message
+"""
+_INSERT_RESULT: Final = "INSERT OR REPLACE INTO job_results (job_id, idx, result) VALUES (?, ?, ?)"
+_UNFINISHED: Final = tuple(state.value for state in JobState if state not in FINAL_STATES)
+
+
+def _row_of(job: Job) -> tuple[object, ...]:
+    error = job.error
+    return (
+        job.id,
+        job.state.value,
+        job.created_at,
+        job.updated_at,
+        job.finished_at,
+        job.total,
+        job.done,
+        job.stored,
+        job.duplicate,
+        job.failed,
+        job.received_bytes,
+        job.processed_bytes,
+        error.code if error else None,
+        error.message if error else None,
+    )
+
+
+def _job_of(row: Sequence[Any]) -> Job:
+    (id_, state, created, updated, finished, total, done, stored, dup, failed, received, processed, code, msg) = row
+    return Job(
+        id=str(id_),
+        state=JobState(str(state)),
+        created_at=float(created),
+        updated_at=float(updated),
+        finished_at=None if finished is None else float(finished),
+        total=int(total),
+        done=int(done),
+        stored=int(stored),
+        duplicate=int(dup),
+        failed=int(failed),
+        received_bytes=int(received),
+        processed_bytes=int(processed),
+        error=JobError(str(code), str(msg)) if code is not None else None,
+    )
+
+
+class SQLiteJobStore:
+    """A `JobStore` on one SQLite file; `writer` runs a write job in a transaction (or we use our own)."""
+
+    def __init__(self, path: Path, writer: Writer | None = None) -> None:
+        self.path = path
+        self._shared_writer = writer
+        self._own_writer: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._reader: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        if self._shared_writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._own_writer = await self._connect()
+            await self._own_writer.execute("PRAGMA journal_mode=WAL")
+            await self._own_writer.executescript(MIGRATIONS[JOBS_MIGRATION])
+        self._reader = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return db
+
+    async def close(self) -> None:
+        for db in (self._reader, self._own_writer):
+            if db is not None:
+                await db.close()
+        self._reader = self._own_writer = None
+
+    async def _write(self, job: WriteJob) -> object:
+        if self._shared_writer is not None:
+            return await self._shared_writer(job)
+        db = self._own_writer
+        if db is None:
+            raise RuntimeError("job store is not open")
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await job(db)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+            return result
+
+    def _read(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("job store is not open")
+        return self._reader
+
+    async def save(self, job: Job, new_results: Sequence[FileResult]) -> None:
+        row = _row_of(job)
+        result_rows = [(job.id, int(r["index"]), json.dumps(r, separators=(",", ":"))) for r in new_results]
+
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute(_UPSERT, row)
+            if result_rows:
+                await db.executemany(_INSERT_RESULT, result_rows)
+
+        await self._write(write)
+
+    async def _count(self, write: WriteJob) -> int:
+        count = await self._write(write)
+        assert isinstance(count, int)
+        return count
+
+    async def delete(self, job_id: str) -> None:
+        async def write(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM job_results WHERE job_id = ?", (job_id,))
+            await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+        await self._write(write)
+
+    async def load(self, job_id: str) -> Job | None:
+        db = self._read()
+        async with db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        job = _job_of(row)
+        async with db.execute("SELECT result FROM job_results WHERE job_id = ? ORDER BY idx", (job_id,)) as cursor:
+            job.results = [json.loads(r[0]) for r in await cursor.fetchall()]
+        return job
+
+    async def interrupt_unfinished(self, now: float, error: JobError) -> int:
+        marks = ",".join("?" * len(_UNFINISHED))
+
+        async def write(db: aiosqlite.Connection) -> int:
+            cursor = await db.execute(
+                f"UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, error_code = ?, error_message = ?"
+                f" WHERE state IN ({marks})",
+                (JobState.INTERRUPTED.value, now, now, error.code, error.message, *_UNFINISHED),
+            )
+            return cursor.rowcount
+
+        return await self._count(write)
+
+    async def expire(self, finished_before: float) -> int:
+        async def write(db: aiosqlite.Connection) -> int:
+            await db.execute(
+                "DELETE FROM job_results WHERE job_id IN (SELECT id FROM jobs WHERE finished_at < ?)",
+                (finished_before,),
+            )
+            cursor = await db.execute("DELETE FROM jobs WHERE finished_at < ?", (finished_before,))
+            return cursor.rowcount
+
+        return await self._count(write)
+
+
+def job_store_for(catalog: Catalog, data_dir: Path) -> SQLiteJobStore:
+    """Jobs beside the catalog when it is SQLite; otherwise in their own SQLite file in the data dir."""
+    if isinstance(catalog, SQLiteCatalog):
+        return SQLiteJobStore(catalog.path, writer=catalog.write)
+    return SQLiteJobStore(data_dir / JOBS_FILENAME)

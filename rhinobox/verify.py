@@ -1,0 +1,200 @@
+"""Checking the store against its own names and the catalog: corrupt blobs, missing blobs, orphans.
+
+A blob's name is the BLAKE3 of its bytes, so rehashing it proves it intact. `repair` moves corrupt
+blobs aside to `<data_dir>/quarantine/` (a re-upload of the same content then stores a good copy
+instead of deduplicating against the bad one), drops catalog entries whose blob is gone, and moves
+orphans (blobs no catalog entry points at) aside too. Repair only while no server writes to the
+data dir (the command takes the data dir lock): the server's per-hash locks do not reach here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import blake3
+
+from rhinobox.blobs.store import BlobStore
+from rhinobox.catalog.base import Catalog
+
+__all__ = ["QUARANTINE_DIRNAME", "VerifyReport", "quarantine_path", "verify"]
+
+QUARANTINE_DIRNAME: Final = "quarantine"
+HASH_CONCURRENCY: Final = 4  # blobs hashed at once: keeps an NVMe queue busy without starving a server
+READ_CHUNK: Final = 1024 * 1024
+LOOKUP_BATCH: Final = 1000
+
+Progress = Callable[[int, int, int], None]  # (blobs hashed, blobs to hash, bytes hashed)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What a verification found and, with repair, what it changed. Digest lists are sorted."""
+
+    stored: int = 0
+    catalogued: int = 0
+    hashed: int = 0
+    hashed_bytes: int = 0
+    sampled: bool = False
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    uncatalogued: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def problems(self) -> int:
+        return len(self.corrupt) + len(self.missing) + len(self.orphans)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "problems": self.problems}
+
+
+async def verify(
+    store: BlobStore,
+    catalog: Catalog,
+    quarantine_dir: Path,
+    *,
+    sample: int | None = None,
+    repair: bool = False,
+    progress: Progress | None = None,
+    rng: random.Random | None = None,
+) -> VerifyReport:
+    """Compare store and catalog, rehash every blob (or `sample` random ones), and optionally repair."""
+    started = time.monotonic()
+    report = VerifyReport()
+    loop = asyncio.get_running_loop()
+    stored: set[str] = await loop.run_in_executor(None, lambda: set(store.iter_digests()))
+    catalogued: set[str] = set()
+    async for page in catalog.iter_digests(LOOKUP_BATCH):
+        catalogued.update(page)
+    report.stored, report.catalogued = len(stored), len(catalogued)
+    report.missing = await _confirm_missing(store, sorted(catalogued - stored))
+    report.orphans = await _confirm_orphans(catalog, sorted(stored - catalogued))
+
+    to_hash = sorted(stored)
+    if sample is not None and sample < len(to_hash):
+        to_hash = sorted((rng or random.Random()).sample(to_hash, sample))
+        report.sampled = True
+    report.corrupt = await _rehash(store, to_hash, report, progress)
+
+    if repair:
+        await _repair(store, catalog, quarantine_dir, report)
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+async def _confirm_missing(store: BlobStore, candidates: list[str]) -> list[str]:
+    """Entries whose blob is still absent on a second look (an upload may have landed meanwhile)."""
+    loop = asyncio.get_running_loop()
+    return [d for d in candidates if not await loop.run_in_executor(None, store.contains, d)]
+
+
+async def _confirm_orphans(catalog: Catalog, candidates: list[str]) -> list[str]:
+    known: set[str] = set()
+    for start in range(0, len(candidates), LOOKUP_BATCH):
+        known |= await catalog.known_digests(candidates[start : start + LOOKUP_BATCH])
+    return [d for d in candidates if d not in known]
+
+
+async def _rehash(store: BlobStore, digests: list[str], report: VerifyReport, progress: Progress | None) -> list[str]:
+    """Hash `digests` a few at a time; returns those whose content does not match their name."""
+    corrupt: list[str] = []
+    queue = iter(digests)
+
+    async def worker() -> None:
+        for digest in queue:
+            actual, size = await _hash_blob(store, digest)
+            report.hashed += 1
+            report.hashed_bytes += size
+            if actual is not None and actual != digest:
+                corrupt.append(digest)
+            if progress is not None:
+                progress(report.hashed, len(digests), report.hashed_bytes)
+
+    await asyncio.gather(*(worker() for _ in range(min(HASH_CONCURRENCY, len(digests)))))
+    return sorted(corrupt)
+
+
+async def _hash_blob(store: BlobStore, digest: str) -> tuple[str | None, int]:
+    """(BLAKE3 hex, size) of a stored blob; None if it vanished since the listing (a concurrent delete)."""
+    loop = asyncio.get_running_loop()
+    path = store.local_path(digest)
+    if path is not None:
+        try:
+            return await loop.run_in_executor(None, hash_file, path)
+        except FileNotFoundError:
+            return None, 0
+    size = store.size(digest)
+    if size is None:
+        return None, 0
+    hasher = blake3.blake3()
+    async for chunk in store.read_range(digest, 0, size):
+        hasher.update(chunk)
+    return hasher.hexdigest(), size
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """BLAKE3 of a file, read in large chunks (BLAKE3 releases the GIL for them)."""
+    hasher = blake3.blake3()
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(READ_CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+async def _repair(store: BlobStore, catalog: Catalog, quarantine_dir: Path, report: VerifyReport) -> None:
+    """Catalog entry first, then the bytes (as DELETE does): a crash midway leaves an orphan, never a dangling entry."""
+    for digest in report.corrupt:
+        if await catalog.delete_blob(digest):
+            report.uncatalogued.append(digest)
+        if await _move_aside(store, digest, quarantine_dir):
+            report.quarantined.append(digest)
+    for digest in report.missing:
+        if await catalog.delete_blob(digest):
+            report.uncatalogued.append(digest)
+    for digest in await _confirm_orphans(catalog, report.orphans):
+        if await _move_aside(store, digest, quarantine_dir):
+            report.quarantined.append(digest)
+    await store.flush()
+    report.quarantined.sort()
+    report.uncatalogued.sort()
+
+
+async def _move_aside(store: BlobStore, digest: str, quarantine_dir: Path) -> bool:
+    """Move a blob out of the store into the quarantine directory (copy then delete for remote stores)."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: quarantine_dir.mkdir(parents=True, exist_ok=True))
+    target = quarantine_path(quarantine_dir, digest, existing=os.listdir(quarantine_dir))
+    path = store.local_path(digest)
+    if path is not None:
+        try:
+            await loop.run_in_executor(None, os.rename, path, target)
+        except FileNotFoundError:
+            return False
+        return True
+    size = store.size(digest)
+    if size is None:
+        return False
+    with open(target, "wb") as handle:
+        async for chunk in store.read_range(digest, 0, size):
+            handle.write(chunk)
+    return await loop.run_in_executor(None, store.delete, digest)
+
+
+def quarantine_path(quarantine_dir: Path, digest: str, existing: Iterable[str]) -> Path:
+    """`<digest>`, or `<digest>.<n>` if an earlier repair already put one aside under that name."""
+    taken = set(existing)
+    name, n = digest, 1
+    while name in taken:
+        name, n = f"{digest}.{n}", n + 1
+    return quarantine_dir / name

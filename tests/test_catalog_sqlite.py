@@ -1,0 +1,89 @@
+"""The SQLite catalog: the backend-neutral contract, plus what is particular to SQLite (migration, plans)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from rhinobox.catalog.base import BlobQuery
+from rhinobox.catalog.sqlite import SQLiteCatalog, _listing_sql
+from rhinobox.catalog.sqlite_schema import MIGRATIONS
+from tests.catalog_contract import *  # noqa: F403 - the contract's tests run against this backend
+from tests.catalog_contract import T0, digest, upload
+
+
+@pytest.fixture
+async def catalog(tmp_path: Path) -> AsyncIterator[SQLiteCatalog]:
+    catalog = SQLiteCatalog(tmp_path / "catalog.sqlite3", durable=False)
+    await catalog.open()
+    try:
+        yield catalog
+    finally:
+        await catalog.close()
+
+
+async def test_migration_2_keeps_and_indexes_existing_rows(tmp_path: Path) -> None:
+    """A catalog written before migration 2 keeps its rows, ids, prefixes and stats after it."""
+    path = tmp_path / "old.sqlite3"
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        await db.execute("CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY, applied_at REAL)")
+        await db.executescript(f"BEGIN;{MIGRATIONS[1]}INSERT INTO schema_migrations VALUES (1, 0);COMMIT;")
+        await db.execute(
+            "INSERT INTO blobs (id, hash, size, mime, category, first_upload_at, last_upload_at, upload_count)"
+            " VALUES (7, ?, 10, 'image/png', 'images/png', ?, ?, 2)",
+            (digest(1), T0, T0 + 1),
+        )
+        await db.executemany(
+            "INSERT INTO uploads (hash, name, category, uploaded_at) VALUES (?, ?, ?, ?)",
+            [(digest(1), "a.png", "images/png", T0), (digest(1), "b.png", "images/png/trip/day1", T0 + 1)],
+        )
+    catalog = SQLiteCatalog(path, durable=False)
+    await catalog.open()
+    try:
+        blob = await catalog.get_blob(digest(1))
+        assert blob is not None
+        assert (blob.id, blob.upload_count) == (7, 2)
+        page = await catalog.list_blobs(BlobQuery(category="images/png/trip"))
+        assert [b.digest for b in page.blobs] == [digest(1)]
+        stats = await catalog.stats()
+        assert (stats.blobs, stats.bytes_stored, stats.uploads, stats.bytes_saved) == (1, 10, 2, 10)
+        await catalog.record_uploads([upload(2)])
+        newer = await catalog.get_blob(digest(2))
+        assert newer is not None
+        assert newer.id > 7
+    finally:
+        await catalog.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        BlobQuery(),
+        BlobQuery(category="images"),
+        BlobQuery(category="images/png", min_size=10),
+        BlobQuery(mime="image/png"),
+        BlobQuery(name="holiday"),
+        BlobQuery(min_size=1, max_size=10),
+    ],
+)
+async def test_listing_walks_an_index_in_order(catalog: SQLiteCatalog, query: BlobQuery) -> None:
+    """No listing sorts its matches: each reads an index in id order and stops at `limit`."""
+    await catalog.record_uploads([upload(n) for n in range(50)])
+    sql, params = _listing_sql(query, 1, 10**9, 101)
+    db = catalog._read()
+    async with db.execute(f"EXPLAIN QUERY PLAN {sql}", params) as cursor:
+        plan = " | ".join(str(row[-1]) for row in await cursor.fetchall())
+    assert "TEMP B-TREE" not in plan, plan
+
+
+async def test_first_upload_times_never_go_back(catalog: SQLiteCatalog) -> None:
+    """A clock step back is absorbed, so first_upload_at grows with id and a time window is an id range."""
+    for n, t in enumerate([10, 20, 15, 30, 5]):
+        await catalog.record_uploads([upload(n, at=T0 + t)])
+    page = await catalog.list_blobs(BlobQuery(), limit=10)
+    oldest_first = list(reversed(page.blobs))
+    assert [b.first_upload_at - T0 for b in oldest_first] == [10, 20, 20, 30, 30]
+    assert all(b.last_upload_at >= b.first_upload_at for b in oldest_first)

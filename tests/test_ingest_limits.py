@@ -1,0 +1,168 @@
+"""Limits on untrusted input and what a misbehaving client can hold: fields, parts, stalls, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+import rhinobox.http.ingest as http_ingest
+from rhinobox.app import create_app
+from rhinobox.http.keys import PIPELINE
+from rhinobox.ingest.pool import WorkerPool
+from tests.conftest import AiohttpClient, make_settings
+from tests.helpers import blake3_hex, blob_files, form, spool_files
+from tests.samples import make_sample
+from tests.server_process import RhinoBoxProcess
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def test_unknown_text_fields_are_not_kept_and_all_fields_are_capped(client: Client, data_dir: Path) -> None:
+    data = aiohttp.FormData()
+    for i in range(15):
+        data.add_field(f"junk{i}", "x" * 60_000)
+    data.add_field("file", make_sample("png", 1)[1], filename="a.png")
+    ok = await client.post("/ingest", data=data)
+    assert ok.status == 200
+    data = aiohttp.FormData()
+    for i in range(20):
+        data.add_field(f"junk{i}", "x" * 60_000)
+    data.add_field("file", make_sample("png", 2)[1], filename="b.png")
+    response = await client.post("/ingest", data=data)
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "field_too_large"
+    assert blake3_hex(make_sample("png", 2)[1]) not in blob_files(data_dir)
+
+
+async def test_a_flood_of_extra_parts_fails_the_request_and_stores_nothing(
+    aiohttp_client: AiohttpClient, data_dir: Path
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(data_dir, max_files_per_request="2")))
+    files = [make_sample("text", i) for i in range(2 + 1000 + 1)]
+    response = await client.post("/ingest", data=form(files))
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "too_many_files"
+    assert blob_files(data_dir) == {}
+    assert spool_files(data_dir) == []
+
+
+async def test_declared_digest_field_applies_to_the_next_file_only(client: Client) -> None:
+    first, second = make_sample("png", 1), make_sample("pdf", 1)
+    data = aiohttp.FormData()
+    data.add_field("files.blake3", blake3_hex(first[1]))
+    data.add_field("files", first[1], filename=first[0])
+    data.add_field("files", second[1], filename=second[0])
+    response = await client.post("/ingest", data=data)
+    assert response.status == 200
+    assert [r["status"] for r in (await response.json())["results"]] == ["stored", "stored"]
+
+
+async def test_hostile_filename_charset_is_harmless(client: Client) -> None:
+    boundary = "cs"
+    body = (
+        f"--{boundary}\r\n".encode()
+        + b"Content-Disposition: form-data; name=\"f\"; filename*=raw_unicode_escape''%5Cud800.png\r\n\r\n"
+        + make_sample("png", 4)[1]
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    response = await client.post("/ingest", data=body, headers=headers)
+    assert response.status == 200
+
+
+async def test_a_stalled_client_is_cut_off_and_releases_everything(
+    client: Client, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_ingest, "BODY_IDLE_SECONDS", 0.5)
+    arenas = client.app[PIPELINE].arenas
+    boundary = "stall"
+    head = (
+        f"--{boundary}\r\n".encode()
+        + b'Content-Disposition: form-data; name="files"; filename="small.bin"\r\n\r\n'
+        + b"s" * 1000
+    )
+    assert client.server.host is not None
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"POST /ingest HTTP/1.1\r\nHost: x\r\n"
+        + f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n".encode()
+        + head
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    assert arenas.available == arenas.limit - 1  # the stalled small file holds one arena
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    assert b" 408 " in status_line
+    writer.close()
+    assert arenas.available == arenas.limit
+    assert spool_files(data_dir) == []
+    assert blob_files(data_dir) == {}
+
+
+async def test_a_large_file_holds_no_arena_while_it_streams(client: Client) -> None:
+    arenas = client.app[PIPELINE].arenas
+    boundary = "big"
+    head = (
+        f"--{boundary}\r\n".encode()
+        + b'Content-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n'
+        + b"b" * (2 * 1024 * 1024)
+    )
+    assert client.server.host is not None
+    assert client.server.port is not None
+    _, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"POST /ingest HTTP/1.1\r\nHost: x\r\n"
+        + f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 9000000\r\n\r\n".encode()
+        + head
+    )
+    await writer.drain()
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if spool_files(client.app[PIPELINE].store.spool_dir.parent):
+            break
+    assert arenas.available == arenas.limit
+    writer.close()
+
+
+async def test_cancelled_waiter_does_not_free_slots_before_the_thread_ends() -> None:
+    pool = WorkerPool(workers=1, capacity=4)
+    release = threading.Event()
+    try:
+        task = asyncio.ensure_future(pool.run(4, release.wait))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.queued == 4  # the thread still runs: its slots are still taken
+        release.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if pool.queued == 0:
+                break
+        assert pool.queued == 0
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with RhinoBoxProcess(data_dir):
+        (data_dir / "tmp" / "live-upload.spool").write_bytes(b"in flight")
+        env = {**os.environ, "RHINOBOX_DATA_DIR": str(data_dir), "RHINOBOX_ADDR": "127.0.0.1:0"}
+        second = subprocess.run(
+            [sys.executable, "-m", "rhinobox", "serve"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert "another RhinoBox process" in second.stderr
+        assert (data_dir / "tmp" / "live-upload.spool").exists()

@@ -1,0 +1,140 @@
+"""`rhinobox verify`: the real CLI against a real data dir with planted corruption, missing blobs, orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from rhinobox.app import create_app
+from rhinobox.settings import Settings
+from tests.conftest import AiohttpClient
+from tests.helpers import blake3_hex, blob_files, form
+from tests.samples import make_sample
+from tests.server_process import catalog_rows
+
+Client = TestClient[web.Request, web.Application]
+
+
+def run_verify(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RHINOBOX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "rhinobox", "verify", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+async def upload(client: Client, count: int) -> dict[str, bytes]:
+    files = [make_sample("jpeg", seed) for seed in range(count)]
+    response = await client.post("/ingest", data=form(files))
+    assert response.status == 200
+    return {blake3_hex(payload): payload for _, payload in files}
+
+
+def plant_problems(data_dir: Path, stored: dict[str, bytes]) -> tuple[str, str, str]:
+    """Flip a byte of one blob, delete another, and drop in a blob no catalog entry knows."""
+    corrupt, missing = sorted(stored)[:2]
+    path = blob_files(data_dir)[corrupt]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    blob_files(data_dir)[missing].unlink()
+    orphan_bytes = b"bytes that no upload recorded"
+    orphan = blake3_hex(orphan_bytes)
+    (data_dir / "blobs" / orphan[:2] / orphan).write_bytes(orphan_bytes)
+    return corrupt, missing, orphan
+
+
+async def test_clean_store_exits_0(client: Client, data_dir: Path) -> None:
+    await upload(client, 5)
+    result = run_verify(data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 of 5 blob(s) rehashed" in result.stdout
+    assert "0 corrupt, 0 missing, 0 orphan(s)" in result.stdout
+    assert "verify: [" in result.stderr  # progress, a line per step when stderr is not a terminal
+
+
+async def test_problems_are_reported_with_exit_1(client: Client, data_dir: Path) -> None:
+    stored = await upload(client, 6)
+    corrupt, missing, orphan = plant_problems(data_dir, stored)
+    result = run_verify(data_dir, "--json", "--no-progress")
+    assert result.returncode == 1
+    assert result.stderr == ""
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert report["corrupt"] == [corrupt]
+    assert report["missing"] == [missing]
+    assert report["orphans"] == [orphan]
+    assert report["problems"] == 3
+    assert report["quarantined"] == []
+    text = run_verify(data_dir, "--no-progress")
+    assert text.returncode == 1
+    assert f"corrupt {corrupt}" in text.stdout
+    assert f"missing {missing}" in text.stdout
+    assert f"orphan {orphan}" in text.stdout
+    # Without --repair nothing changed.
+    assert set(catalog_rows(data_dir)) == set(stored)
+    assert not (data_dir / "quarantine").exists()
+
+
+async def test_repair_is_refused_while_a_server_holds_the_data_dir(client: Client, data_dir: Path) -> None:
+    stored = await upload(client, 3)
+    corrupt, _, _ = plant_problems(data_dir, stored)
+    result = run_verify(data_dir, "--repair", "--no-progress")
+    assert result.returncode == 2
+    assert "stop the server" in result.stderr
+    assert corrupt in catalog_rows(data_dir)
+    assert not (data_dir / "quarantine").exists()
+
+
+async def test_repair_quarantines_and_fixes_the_catalog_then_reupload_stores_a_good_copy(
+    client: Client, aiohttp_client: AiohttpClient, settings: Settings, data_dir: Path
+) -> None:
+    stored = await upload(client, 6)
+    await client.close()  # the server stops (and releases the data dir) before a repair
+    corrupt, missing, orphan = plant_problems(data_dir, stored)
+    result = run_verify(data_dir, "--repair", "--json", "--no-progress")
+    assert result.returncode == 1  # problems were found, even though they are now fixed
+    report = json.loads(result.stdout)
+    assert report["uncatalogued"] == sorted([corrupt, missing])
+    assert report["quarantined"] == sorted([corrupt, orphan])
+    assert sorted(p.name for p in (data_dir / "quarantine").iterdir()) == sorted([corrupt, orphan])
+    assert set(catalog_rows(data_dir)) == set(stored) - {corrupt, missing}
+    assert corrupt not in blob_files(data_dir)
+    assert orphan not in blob_files(data_dir)
+
+    again = run_verify(data_dir, "--no-progress")
+    assert again.returncode == 0, again.stdout
+
+    # The good bytes of the corrupted blob are stored anew, not deduplicated against the bad copy.
+    restarted = await aiohttp_client(create_app(settings))
+    response = await restarted.post("/ingest", data=form([("again.jpg", stored[corrupt])]))
+    assert (await response.json())["results"][0]["status"] == "stored"
+    assert blob_files(data_dir)[corrupt].read_bytes() == stored[corrupt]
+    assert run_verify(data_dir, "--no-progress").returncode == 0
+
+
+async def test_sample_rehashes_only_n_blobs_but_lists_everything(client: Client, data_dir: Path) -> None:
+    stored = await upload(client, 8)
+    blob_files(data_dir)[sorted(stored)[0]].unlink()
+    result = run_verify(data_dir, "--sample", "3", "--json", "--no-progress")
+    report = json.loads(result.stdout)
+    assert report["hashed"] == 3
+    assert report["sampled"] is True
+    assert report["missing"] == [sorted(stored)[0]]  # listing is always complete
+    assert result.returncode == 1
+
+
+def test_bad_sample_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_verify(tmp_path / "data", "--sample", "0")
+    assert result.returncode == 2
+    assert "--sample" in result.stderr
