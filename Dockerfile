@@ -2,10 +2,10 @@
 # with the data directory (blobs, spool, SQLite catalog) on the /data volume.
 #
 #   docker build -t rhinobox .
-#   docker run -d --name rhinobox -p 8090:8090 -v rhinobox-data:/data --stop-timeout 35 rhinobox
+#   docker run -d --name rhinobox -p 8090:8090 -v rhinobox-data:/data --stop-timeout 65 rhinobox
 #
 # --stop-timeout: Docker's default 10 s is shorter than RHINOBOX_SHUTDOWN_TIMEOUT (30 s), the time
-# uploads in flight get to finish after SIGTERM. See docs/deploy.md.
+# uploads in flight get to finish after SIGTERM (twice that, plus a margin: see docs/deploy.md).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

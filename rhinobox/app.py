@@ -68,6 +68,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     pipeline = IngestPipeline(app[SETTINGS], app[STORE], app[CATALOG], categorizer, make_arbiter(app[CATALOG]))
     app[CATEGORIZER] = categorizer
     app[PIPELINE] = pipeline
+    await pipeline.warm_up()
     try:
         yield
     finally:

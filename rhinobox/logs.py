@@ -13,7 +13,7 @@ import sys
 import time
 from typing import IO, Any, Final
 
-__all__ = ["JsonFormatter", "current_request_id", "setup_logging"]
+__all__ = ["FIELDS", "JsonFormatter", "current_request_id", "setup_logging"]
 
 # Set by the HTTP layer while a request is handled, so every record written for it carries its id.
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rhinobox_request_id", default=None)

@@ -1,9 +1,9 @@
 """Running the app on uvloop: bind, serve until SIGINT/SIGTERM, then shut down in order.
 
-Shutdown: stop listening; let requests in flight finish, still reading their bodies (at most
-`shutdown_timeout` seconds, then they are cancelled and remove their spool files); only then let
-aiohttp close the connections, and close the app in reverse order: the worker pool drains, the
-catalog's writer finishes and its connections close.
+Shutdown: stop listening; send `on_shutdown` (event streams end); let requests in flight finish,
+still reading their bodies (at most `shutdown_timeout` seconds, then they are cancelled and remove
+their spool files); only then let aiohttp close the connections, and close the app in reverse order:
+the worker pool drains, the catalog's writer finishes and its connections close.
 
 Why not just `AppRunner.cleanup`: it first marks every connection closing, and a closing aiohttp
 connection drops incoming bytes, so an upload still streaming its body could never finish.
@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import time
-from typing import Final
+from typing import Any, Final
 
 import uvloop
 from aiohttp import web
@@ -39,7 +39,7 @@ async def run_server(settings: Settings) -> None:
     app = create_app(settings)
     in_flight = InFlightRequests()
     app.middlewares.insert(0, in_flight.middleware)  # outermost: counts the whole handler chain
-    runner = web.AppRunner(
+    runner = GracefulRunner(
         app,
         access_log_class=JsonAccessLogger,
         access_log=logging.getLogger(ACCESS_LOGGER),
@@ -67,12 +67,26 @@ async def run_server(settings: Settings) -> None:
         )
         for running_site in list(runner.sites):
             await running_site.stop()
+        await runner.shutdown()  # on_shutdown now: long-lived streams end instead of holding up the drain
         cut = await in_flight.drain(settings.shutdown_timeout)
         if cut:
             log.warning("shutdown timeout: cancelled %d request(s) still running", cut)
     finally:
         await runner.cleanup()
         log.info("shutdown complete in %.1fs", time.monotonic() - started)
+
+
+class GracefulRunner(web.AppRunner):
+    """An AppRunner whose `on_shutdown` signal is sent once: early by `run_server`, not again by `cleanup`."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._shutdown_sent = False
+
+    async def shutdown(self) -> None:
+        if not self._shutdown_sent:
+            self._shutdown_sent = True
+            await super().shutdown()
 
 
 class InFlightRequests:

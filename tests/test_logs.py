@@ -6,9 +6,11 @@ import io
 import json
 import logging
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -84,6 +86,11 @@ async def test_real_server_logs_json_access_lines_with_request_ids(tmp_path: Pat
                 bad_id = response.headers["X-Request-ID"]
                 assert bad_id != 'x y"z'
                 assert (await response.json())["error"]["code"] == "not_found"
+        # A malformed request is answered by aiohttp before routing: still one clean access line.
+        address = urlsplit(server.url)
+        with socket.create_connection((address.hostname, address.port)) as raw:
+            raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert re.match(rb"HTTP/1\.[01] 400 ", raw.recv(100))
         assert server.stop() == 0
     lines = [json.loads(line) for line in server.log_path.read_text().splitlines()]  # every line is JSON
     access = {line["request_id"]: line for line in lines if line["logger"] == "rhinobox.access"}
@@ -96,5 +103,7 @@ async def test_real_server_logs_json_access_lines_with_request_ids(tmp_path: Pat
     assert access[ingest_id]["duration_ms"] >= 0
     assert access[bad_id]["status"] == 404
     assert access[bad_id]["route"] == "unmatched"
+    assert any(line["status"] == 400 and line["route"] == "unmatched" for line in access.values())
+    assert not [line for line in lines if line["level"] == "error"]
     messages = [line["msg"] for line in lines]
     assert any(m.startswith("shutdown complete") for m in messages)

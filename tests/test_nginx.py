@@ -6,6 +6,7 @@ that download bytes come from nginx (X-Accel-Redirect), not from Python.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -123,9 +124,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         rhinobox.stop()
 
 
-def access_log(deployment: Deployment) -> list[dict[str, object]]:
-    lines = [json.loads(line) for line in deployment.rhinobox.log_path.read_text().splitlines()]
-    return [line for line in lines if line["logger"] == "rhinobox.access"]
+async def access_line(deployment: Deployment, request_id: str) -> dict[str, object]:
+    """RhinoBox's access line for a request; it is written just after the answer is sent, so wait a little."""
+    for _ in range(100):
+        for raw in deployment.rhinobox.log_path.read_text().splitlines():
+            line = json.loads(raw)
+            if line["logger"] == "rhinobox.access" and line["request_id"] == request_id:
+                return line  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no access line for request {request_id}")
 
 
 async def test_batch_upload_through_nginx(deployment: Deployment) -> None:
@@ -141,7 +148,7 @@ async def test_batch_upload_through_nginx(deployment: Deployment) -> None:
     assert [r["hash"] for r in body["results"]] == [blake3_hex(payload) for _, payload in files]
     assert {r["hash"] for r in body["results"]} <= set(catalog_rows(deployment.data_dir))
     # nginx's $request_id went upstream: RhinoBox logged the request under the id the client saw.
-    assert any(line["request_id"] == request_id and line["route"] == "/ingest" for line in access_log(deployment))
+    assert (await access_line(deployment, request_id))["route"] == "/ingest"
 
 
 async def test_200_mib_upload_streams_through_nginx(deployment: Deployment) -> None:
@@ -207,11 +214,10 @@ async def test_download_range_and_304_are_served_by_nginx(deployment: Deployment
         async with session.get(f"{deployment.url}{ACCEL_PREFIX}/{digest[:2]}/{digest}") as response:
             assert response.status == 404
 
-    logged = [line for line in access_log(deployment) if line["request_id"] == download_id]
-    assert len(logged) == 1
-    assert logged[0]["route"] == "/files/{hash}"
-    assert isinstance(logged[0]["bytes_sent"], int)
-    assert logged[0]["bytes_sent"] < len(payload)  # headers only; nginx sent the bytes
+    logged = await access_line(deployment, download_id)
+    assert logged["route"] == "/files/{hash}"
+    assert isinstance(logged["bytes_sent"], int)
+    assert logged["bytes_sent"] < len(payload)  # headers only; nginx sent the bytes
 
 
 async def test_nginx_keeps_the_json_error_shape(deployment: Deployment) -> None:
@@ -230,3 +236,24 @@ async def test_nginx_keeps_the_json_error_shape(deployment: Deployment) -> None:
         ) as response:
             assert response.status == 413
             assert (await response.json())["error"]["code"] == "request_too_large"
+
+
+async def test_security_headers_survive_the_redirect(deployment: Deployment) -> None:
+    """nginx drops most headers of a redirecting answer; the config restores the ones that matter."""
+    page = b"<!DOCTYPE html><html><head><title>x</title></head><body><script>alert(1)</script></body></html>\n"
+    _, image = make_sample("png", 91)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(deployment.url + "/ingest", data=form([("page.html", page), ("i.png", image)])) as r:
+            html_hash, png_hash = (result["hash"] for result in (await r.json())["results"])
+        async with session.get(f"{deployment.url}/files/{html_hash}") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert response.headers["Content-Security-Policy"] == "sandbox"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+        async with session.get(f"{deployment.url}/files/{png_hash}") as response:
+            assert response.status == 200
+            assert "Content-Security-Policy" not in response.headers  # an empty value adds no header
+        async with session.get(f"{deployment.url}/files/{png_hash}?download=1") as response:
+            assert response.status == 200
+            assert response.headers["Content-Disposition"].startswith('attachment; filename="i.png"')
+            assert await response.read() == image

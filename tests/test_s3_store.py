@@ -21,6 +21,7 @@ from rhinobox.app import create_app
 from rhinobox.backends import make_blob_store, make_catalog
 from rhinobox.blobs.s3 import PART_SIZE, S3BlobStore, S3Location, parse_s3_url
 from rhinobox.errors import BlobNotFound, StorageError
+from rhinobox.http.keys import STORE
 from rhinobox.settings import Settings
 from tests.conftest import AiohttpClient, make_settings
 from tests.helpers import blake3_hex, form, spool_files
@@ -279,3 +280,22 @@ async def test_blob_missing_from_the_store_is_a_clean_404(s3_client: Client, app
     response = await s3_client.get(f"/files/{digest}")
     assert response.status == 404
     assert (await response.json())["error"]["code"] == "not_found"
+
+
+async def test_an_unreachable_store_fails_each_file_and_records_nothing(
+    s3_client: Client, app_settings: Settings, data_dir: Path
+) -> None:
+    store = s3_client.app[STORE]
+    assert isinstance(store, S3BlobStore)
+    # The bucket goes away under a running node: every HEAD and PUT now fails.
+    store._store = outside_view(make_settings(data_dir, **{**_overrides(app_settings), "blobs": "s3://gone/x"}))
+    files = [make_sample("png", 1), make_sample("pdf", 2), ("big.bin", os.urandom(300_000))]
+    response = await s3_client.post("/ingest", data=form(files))
+    assert response.status == 207
+    body = await response.json()
+    assert [r["error"]["code"] for r in body["results"]] == ["storage_error"] * 3
+    assert all("gone" not in r["error"]["message"] for r in body["results"])
+    listing = await (await s3_client.get("/files")).json()
+    assert listing["files"] == []
+    assert spool_files(data_dir) == []
+    assert stored_objects(app_settings) == {}

@@ -349,3 +349,17 @@ async def test_a_node_killed_mid_batch_leaves_the_store_consistent(
     some = next(iter(answered))
     async with http.get(f"{victim.url}/files/{some}") as response:
         assert response.status == 200
+    # Its start-up reconciliation compares the whole bucket with the whole catalog: nothing is amiss.
+    report = await reconciliation(http, victim.url)
+    assert (report["state"], report["orphan_blobs"], report["missing_blobs"]) == ("done", 0, 0)
+
+
+async def reconciliation(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """The node's reconciliation report, once it has finished (it runs in the background)."""
+    for _ in range(200):
+        async with http.get(f"{url}/healthz") as response:
+            report: dict[str, Any] = (await response.json())["reconcile"]
+        if report["state"] not in ("pending", "running"):
+            return report
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"reconciliation did not finish: {report}")

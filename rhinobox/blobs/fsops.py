@@ -21,7 +21,7 @@ _renameat2 = getattr(_libc, "renameat2", None)
 _syncfs = getattr(_libc, "syncfs", None)
 
 
-def rename_noreplace(src: Path, dst: Path) -> bool:
+def rename_noreplace(src: str | Path, dst: str | Path) -> bool:
     """Rename `src` to `dst` unless `dst` exists; True if renamed, False if `dst` was there.
 
     Never replaces an existing file, so a stored blob is never overwritten, even by equal bytes.

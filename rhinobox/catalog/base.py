@@ -143,6 +143,10 @@ class Catalog(Protocol):
         """The subset of `digests` that the catalog has a blob entry for (one query per batch)."""
         ...
 
+    async def known_mimes(self, digests: Iterable[str]) -> dict[str, str]:
+        """The stored MIME type of each of `digests` the catalog knows (ingest skips sniffing those)."""
+        ...
+
     def iter_digests(self, page_size: int = 1000) -> AsyncIterator[list[str]]:
         """Every blob digest in the catalog, a page at a time."""
         ...

@@ -188,6 +188,13 @@ class PostgresCatalog:
         rows = await self._db().fetch("SELECT hash FROM blobs WHERE hash = ANY($1::text[])", wanted)
         return {row["hash"] for row in rows}
 
+    async def known_mimes(self, digests: Iterable[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return {}
+        rows = await self._db().fetch("SELECT hash, mime FROM blobs WHERE hash = ANY($1::text[])", wanted)
+        return {row["hash"]: row["mime"] for row in rows}
+
     async def iter_digests(self, page_size: int = 1000) -> AsyncIterator[list[str]]:
         after = ""
         db = self._db()

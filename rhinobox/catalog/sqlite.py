@@ -38,10 +38,10 @@ WriteJob = Callable[[aiosqlite.Connection], Awaitable[object]]
 
 # A new blob's first_upload_at is never earlier than an existing blob's (a clock step back is absorbed),
 # so first_upload_at grows with id and a time window is an id range (see _id_bound).
-_NOT_BEFORE_NEWEST: Final = "max(?5, ifnull((SELECT max(first_upload_at) FROM blobs), ?5))"
-_INSERT_BLOB: Final = f"""
+_INSERT_BLOB: Final = """
 INSERT INTO blobs (hash, size, mime, category, first_upload_at, last_upload_at, upload_count)
-VALUES (?1, ?2, ?3, ?4, {_NOT_BEFORE_NEWEST}, {_NOT_BEFORE_NEWEST}, 1)
+SELECT ?1, ?2, ?3, ?4, t, t, 1 FROM (SELECT max(?5, ifnull((SELECT max(first_upload_at) FROM blobs), ?5)) AS t)
+WHERE true
 ON CONFLICT(hash) DO UPDATE SET
     last_upload_at = max(last_upload_at, excluded.last_upload_at),
     upload_count = upload_count + 1
@@ -175,6 +175,17 @@ class SQLiteCatalog:
             marks = ",".join("?" * len(chunk))
             async with db.execute(f"SELECT hash FROM blobs WHERE hash IN ({marks})", chunk) as cursor:
                 found.update(row[0] for row in await cursor.fetchall())
+        return found
+
+    async def known_mimes(self, digests: Iterable[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(digests))
+        found: dict[str, str] = {}
+        db = self._read()
+        for start in range(0, len(wanted), LOOKUP_CHUNK):
+            chunk = wanted[start : start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            async with db.execute(f"SELECT hash, mime FROM blobs WHERE hash IN ({marks})", chunk) as cursor:
+                found.update((row[0], row[1]) for row in await cursor.fetchall())
         return found
 
     async def iter_digests(self, page_size: int = 1000) -> AsyncIterator[list[str]]:

@@ -89,10 +89,9 @@ MIGRATIONS: Final[dict[int, str]] = {
     INSERT INTO category_stats
         SELECT category, count(*), sum(size), sum(upload_count), sum(size * upload_count) FROM blobs GROUP BY category;
     CREATE TRIGGER blobs_stats_insert AFTER INSERT ON blobs BEGIN
-        INSERT OR IGNORE INTO category_stats VALUES (new.category, 0, 0, 0, 0);
-        UPDATE category_stats SET blobs = blobs + 1, bytes = bytes + new.size,
-            uploads = uploads + new.upload_count, upload_bytes = upload_bytes + new.size * new.upload_count
-            WHERE category = new.category;
+        INSERT INTO category_stats VALUES (new.category, 1, new.size, new.upload_count, new.size * new.upload_count)
+        ON CONFLICT (category) DO UPDATE SET blobs = blobs + 1, bytes = bytes + excluded.bytes,
+            uploads = uploads + excluded.uploads, upload_bytes = upload_bytes + excluded.upload_bytes;
     END;
     CREATE TRIGGER blobs_stats_update AFTER UPDATE OF upload_count ON blobs BEGIN
         UPDATE category_stats SET uploads = uploads + new.upload_count - old.upload_count,

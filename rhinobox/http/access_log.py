@@ -47,7 +47,10 @@ def new_request_id(offered: str | None) -> str:
 
 def route_of(request: web.Request) -> str:
     """The matched route's canonical path (`/files/{hash}`), never the raw path: bounded for metrics."""
-    resource = request.match_info.route.resource
+    try:
+        resource = request.match_info.route.resource
+    except AssertionError:  # aiohttp answered before routing (a malformed request): no match info
+        return UNMATCHED_ROUTE
     return resource.canonical if resource is not None else UNMATCHED_ROUTE
 
 

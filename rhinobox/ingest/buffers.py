@@ -13,7 +13,7 @@ from rhinobox.errors import Overloaded
 
 __all__ = ["ARENA_BYTES", "Arena", "ArenaPool"]
 
-ARENA_BYTES: Final = 1024 * 1024
+ARENA_BYTES: Final = 512 * 1024
 # A request waits this long for a free arena (other uploads finishing) before it is refused with 503.
 ARENA_WAIT_SECONDS: Final = 30.0
 

@@ -34,6 +34,7 @@ PART_END: Final = 2
 MAX_HEADERS_PER_PART: Final = 16
 MAX_HEADER_BYTES: Final = 8192
 MAX_BOUNDARY_CHARS: Final = 70
+_SIMPLE_FORM_DATA: Final = re.compile(r"multipart/form-data; ?boundary=([0-9A-Za-z'()+_,./:=?-]+)")
 _EXT_FILENAME: Final = re.compile(r";\s*filename\*\s*=\s*([^;]+)", re.IGNORECASE)
 
 Event = tuple[int, "PartHeaders | memoryview | None"]
@@ -55,6 +56,9 @@ class PartHeaders:
 
 def boundary_from_content_type(content_type: str | None) -> bytes:
     """The boundary of a multipart/form-data Content-Type, or `NotMultipart`/`MalformedMultipart`."""
+    simple = _SIMPLE_FORM_DATA.fullmatch(content_type or "")
+    if simple is not None and len(simple.group(1)) <= MAX_BOUNDARY_CHARS:
+        return simple.group(1).encode("latin-1")  # what every client sends; parsed without the general parser
     ctype, options = parse_options_header(content_type or "")
     if ctype != b"multipart/form-data":
         raise NotMultipart()

@@ -14,6 +14,7 @@ MAX_HINT_SEGMENT_CHARS: Final = 64
 MAX_EXTENSION_CHARS: Final = 16
 UNNAMED: Final = "unnamed"
 _HINT_UNSAFE: Final = re.compile(r"[^a-z0-9._-]+")
+_PLAIN_ASCII: Final = re.compile(rb"[\x20-\x7e]*")
 # Control characters, lone surrogates, line/paragraph separators, and the bidi controls that can make
 # a displayed name lie about its extension ("gpj.exe" shown as "exe.jpg").
 _DROPPED: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
@@ -26,10 +27,10 @@ def clean_filename(raw: bytes | str) -> str:
     Separators and `..` are kept as text (a client may send a relative path as a name); the name
     never reaches the filesystem, so they are harmless. Truncation keeps the extension.
     """
+    if isinstance(raw, bytes) and _PLAIN_ASCII.fullmatch(raw) and len(raw) <= MAX_NAME_CHARS:
+        return raw.decode("ascii").strip() or UNNAMED  # the common case, without the per-character walk
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    text = "".join(
-        ch for ch in text if unicodedata.category(ch) not in _DROPPED and ch not in _BIDI_CONTROLS
-    )
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in _DROPPED and ch not in _BIDI_CONTROLS)
     text = unicodedata.normalize("NFC", text).strip()
     if not text:
         return UNNAMED

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import os
+import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
@@ -25,7 +28,8 @@ from rhinobox.settings import Settings
 
 __all__ = ["DIGEST_FIELD_SUFFIX", "IngestPipeline"]
 
-ARENAS_PER_WORKER: Final = 8
+ARENAS_PER_WORKER: Final = 16
+WARM_UP_SECONDS: Final = 10.0
 CONTENT_DIGEST_HEADER: Final = "content-digest"
 
 
@@ -50,6 +54,18 @@ class IngestPipeline:
         # The backend may arbitrate across nodes (rhinobox.backends.make_arbiter); HashPins is in-process.
         self.pins: HashArbiter = pins if pins is not None else HashPins()
         self.stage_context = StageContext(store, self.sniffer, categorizer)
+
+    async def warm_up(self) -> None:
+        """Load libmagic in the loop thread and in every worker now, so no request pays for it."""
+        self.sniffer.warm_up()
+        barrier = threading.Barrier(self.pool.workers, timeout=WARM_UP_SECONDS)
+
+        def warm_one_thread() -> None:
+            self.sniffer.warm_up()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()  # hold this thread so that each task lands on a different one
+
+        await asyncio.gather(*(self.pool.run_io(warm_one_thread) for _ in range(self.pool.workers)))
 
     async def ingest(self, content_type: str | None, body: AsyncIterator[bytes]) -> IngestReport:
         """Ingest one multipart request; raises a `RhinoBoxError` for request-level failures."""

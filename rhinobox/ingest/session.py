@@ -44,9 +44,10 @@ if TYPE_CHECKING:
 
 __all__ = ["IngestReport", "IngestSession", "Progress", "upload_category"]
 
-SMALL_FILE_MAX: Final = 256 * 1024  # larger files stream to a spool file instead of an arena
+SMALL_FILE_MAX: Final = 128 * 1024  # larger files stream to a spool file instead of an arena
 ARENA_MAX_FILES: Final = 64  # files handed to a worker in one task
-WRITE_BLOCK: Final = 1024 * 1024  # large files are hashed and written in blocks this big
+WRITE_BLOCK: Final = 4 * 1024 * 1024  # large files are hashed and written in blocks this big
+MAX_BLOCK_PIECES: Final = 512  # received chunks per block: one writev takes at most IOV_MAX (1024)
 COMMIT_CHUNK: Final = 256
 MAX_FIELD_BYTES: Final = 64 * 1024  # one text field
 MAX_FIELDS_TOTAL_BYTES: Final = 1024 * 1024  # all text fields of a request, kept or not
@@ -292,6 +293,10 @@ class IngestSession:
         self._dispatched = True
         work = partial(prepare_in_memory, self._p.stage_context, entries)
         try:
+            # One catalog query per arena: content already stored keeps its recorded type (no sniff).
+            known = await self._p.catalog.known_mimes(e.digest for e in entries if e.digest is not None)
+            for entry in entries:
+                entry.mime = known.get(entry.digest or "")
             reserved = await self._p.pool.reserve(len(entries))
         except BaseException:
             self._p.arenas.release(arena)
@@ -320,13 +325,12 @@ class IngestSession:
     async def _write_block(self, entry: FileEntry, data: memoryview) -> None:
         self._pending_block.append(data)
         self._pending_bytes += len(data)
-        if self._pending_bytes >= WRITE_BLOCK:
+        if self._pending_bytes >= WRITE_BLOCK or len(self._pending_block) >= MAX_BLOCK_PIECES:
             await self._flush_block(entry)
 
     async def _flush_block(self, entry: FileEntry) -> None:
         """Write the pending block on a worker, overlapping it with reading the next one."""
-        block = b"".join(self._pending_block)
-        self._pending_block, self._pending_bytes = [], 0
+        block, self._pending_block, self._pending_bytes = self._pending_block, [], 0
         try:
             await self._await_write()
         except RhinoBoxError as exc:
@@ -335,7 +339,7 @@ class IngestSession:
             return
         writer = entry.writer
         assert writer is not None
-        self._write = self._p.pool.submit_io(partial(writer.write, block))
+        self._write = self._p.pool.submit_io(partial(writer.write_pieces, block))
 
     async def _await_write(self) -> None:
         """Wait for the outstanding block write (never abandoning it); its error is raised here."""
@@ -432,8 +436,10 @@ class IngestSession:
         if spooled:
             await self._flush()  # the bytes are durable before any name points at them
         ready = [e for e in entries if e.ok and e.digest is not None]
-        # Exactly one concurrent commit of the same new content sends it and answers `stored`.
-        async with self._p.pins.committing(e.digest for e in spooled if e.digest is not None):
+        # Exactly one concurrent commit of the same new content sends it and answers `stored`. A local
+        # store's rename-without-replace already decides that, so it skips the guard's bookkeeping.
+        guarded = () if store.inline_io else (e.digest for e in spooled if e.digest is not None)
+        async with self._p.pins.committing(guarded):
             if len(ready) <= 1 and store.inline_io:
                 commit_entries(store, ready)
             else:

@@ -7,6 +7,8 @@ from typing import Final
 
 import magic
 
+from rhinobox.ingest.signatures import match_signature
+
 __all__ = ["FALLBACK_MIME", "SNIFF_BYTES", "MimeSniffer"]
 
 # libmagic decides on the first few KiB; feeding more only slows it (20-100x on text).
@@ -20,6 +22,10 @@ class MimeSniffer:
     def __init__(self) -> None:
         self._local = threading.local()
 
+    def warm_up(self) -> None:
+        """Load libmagic's database for the calling thread now (it takes milliseconds), not on a request."""
+        self._handle()
+
     def _handle(self) -> magic.Magic:
         handle: magic.Magic | None = getattr(self._local, "magic", None)
         if handle is None:
@@ -29,6 +35,9 @@ class MimeSniffer:
 
     def sniff(self, head: bytes | memoryview) -> str:
         """The MIME type of content starting with `head` (only SNIFF_BYTES are looked at)."""
+        known = match_signature(head)
+        if known is not None:
+            return known
         sample = bytes(head[:SNIFF_BYTES])
         try:
             mime = self._handle().from_buffer(sample)

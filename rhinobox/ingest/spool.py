@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -71,19 +72,27 @@ class SpoolWriter:
 
     def write(self, data: bytes | memoryview) -> None:
         """Hash and write one block (blocking: call from a worker thread for big blocks)."""
+        self.write_pieces([data])
+
+    def write_pieces(self, pieces: Sequence[bytes | memoryview]) -> None:
+        """Hash and write consecutive pieces with one `writev` (no joining copy on the event loop)."""
         if self._fd is None:
             raise StorageError("spool file is closed")
-        if len(self.head) < SNIFF_BYTES:
-            self.head += bytes(data[: SNIFF_BYTES - len(self.head)])
-        self._hasher.update(data)
-        view = memoryview(data)
+        for piece in pieces:
+            if len(self.head) < SNIFF_BYTES:
+                self.head += bytes(piece[: SNIFF_BYTES - len(self.head)])
+            self._hasher.update(piece)
+        total = sum(len(piece) for piece in pieces)
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            written = os.writev(self._fd, pieces)
+            if written < total:  # a short write: finish the rest piece by piece
+                rest = memoryview(b"".join(pieces))[written:]
+                while rest:
+                    rest = rest[os.write(self._fd, rest) :]
         except OSError as exc:
             self.abort()
             raise _storage_error(exc) from exc
-        self.size += len(data)
+        self.size += total
 
     def finish(self) -> str:
         """Close the file and return the hex digest; the file stays for commit."""

@@ -40,7 +40,8 @@ def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry]) -> None:
         assert entry.digest is not None
         data = entry.arena.view[entry.offset : entry.offset + entry.size]
         try:
-            entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
+            if entry.mime is None:  # not already known from the catalog
+                entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
             entry.blob_category = rules.categorize(entry.mime, entry.extension)
             if not ctx.store.inline_io or not ctx.store.contains(entry.digest):
                 entry.spool_path = write_spool_file(spool_dir, data)
