@@ -319,18 +319,20 @@ async def test_bad_digest_field_is_400(client: Client, data_dir: Path) -> None:
     assert blob_files(data_dir) == {}
 
 
-async def test_digest_fields_interleaved_with_files_apply_to_the_next_file(client: Client, data_dir: Path) -> None:
-    first, second = b"first file", b"second file"
+async def test_a_digest_field_applies_to_the_next_file_only(client: Client, data_dir: Path) -> None:
+    first, second, third = b"first file", b"second file", b"third file"
     status, body = await ingest_raw(
         client,
         multipart(
             field_part("files.blake3", blake3_hex(first)),
             file_part(first, "1.txt"),
-            field_part("files.blake3", blake3_hex(second)),
+            field_part("files.blake3", blake3_hex(b"not the second")),
             file_part(second, "2.txt"),
-            file_part(second + b"!", "3.txt"),  # still under the second declaration: refused
+            file_part(third, "3.txt"),  # the declaration was used up by 2.txt
         ),
     )
     assert status == 207
-    assert [r["status"] for r in body["results"]] == ["stored", "stored", "error"]  # type: ignore[index]
-    assert set(blob_files(data_dir)) == {blake3_hex(first), blake3_hex(second)}
+    results = body["results"]
+    assert [r["status"] for r in results] == ["stored", "error", "stored"]  # type: ignore[index]
+    assert results[1]["error"]["code"] == "digest_mismatch"  # type: ignore[index]
+    assert set(blob_files(data_dir)) == {blake3_hex(first), blake3_hex(third)}

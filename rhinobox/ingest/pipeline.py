@@ -9,6 +9,7 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 from typing import Final
 
 from rhinobox.blobs.digest import is_digest
@@ -17,13 +18,14 @@ from rhinobox.catalog.base import Catalog
 from rhinobox.errors import DigestMismatch, InsufficientStorage, MalformedMultipart
 from rhinobox.ingest.buffers import ArenaPool
 from rhinobox.ingest.categories import Categorizer
+from rhinobox.ingest.coalesce import SingleFileCoalescer
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.ingest.multipart import PartHeaders, boundary_from_content_type
 from rhinobox.ingest.pins import HashArbiter, HashPins
 from rhinobox.ingest.pool import WorkerPool
 from rhinobox.ingest.session import DIGEST_FIELD_SUFFIX, IngestReport, IngestSession
 from rhinobox.ingest.sniff import MimeSniffer
-from rhinobox.ingest.stages import StageContext
+from rhinobox.ingest.stages import StageContext, prepare_in_memory
 from rhinobox.settings import Settings
 
 __all__ = ["DIGEST_FIELD_SUFFIX", "IngestPipeline"]
@@ -54,6 +56,7 @@ class IngestPipeline:
         # The backend may arbitrate across nodes (rhinobox.backends.make_arbiter); HashPins is in-process.
         self.pins: HashArbiter = pins if pins is not None else HashPins()
         self.stage_context = StageContext(store, self.sniffer, categorizer)
+        self.singles = SingleFileCoalescer(self.pool, partial(prepare_in_memory, self.stage_context))
 
     async def warm_up(self) -> None:
         """Load libmagic in the loop thread and in every worker now, so no request pays for it."""

@@ -104,6 +104,8 @@ class IngestSession:
         self._pending_bytes = 0
         self._write: asyncio.Future[None] | None = None
         self._dispatched = False
+        self._left = False
+        pipeline.singles.enter()
 
     async def run(self, boundary: bytes, body: AsyncIterator[bytes]) -> IngestReport:
         """Receive the whole body, then store and record every file; the synchronous endpoint."""
@@ -410,14 +412,18 @@ class IngestSession:
             and len(self._arena_entries) == 1
             and len(self._entries) == 1
         ):
-            # The fast path: one small file, prepared inline on the loop (no thread hop).
-            prepare_in_memory(self._p.stage_context, self._arena_entries)
+            # The fast path: one small file, prepared inline on the loop when it is alone, or with the
+            # other single-file requests of this moment in one shared worker task under load.
+            shared = self._p.singles.prepare(self._arena_entries[0])
             self._arena_entries = []
-            if self._arena is not None:
+            if shared is not None:
+                self._threads.append(shared)
+            await self._wait_threads()
+            if self._arena is not None:  # only now: a shared worker task may have been reading it
                 self._p.arenas.release(self._arena)
                 self._arena = None
-        else:
-            await self._dispatch_arena()
+            return
+        await self._dispatch_arena()
         await self._wait_threads()
 
     async def _wait_threads(self) -> None:
@@ -489,6 +495,9 @@ class IngestSession:
 
     async def _cleanup(self) -> None:
         """Release everything this request holds, whatever state it stopped in."""
+        if not self._left:
+            self._left = True
+            self._p.singles.leave()
         outstanding = [f for f in self._threads if not f.done()]
         if self._write is not None and not self._write.done():
             outstanding.append(self._write)

@@ -1,0 +1,70 @@
+"""Coalescing single-file requests: under concurrent load, many one-file requests share one thread hop.
+
+A lone single-file request is prepared inline on the event loop (the fast path: no hop at all). When
+several are in flight at once, the loop would otherwise spend its time in libmagic and file writes
+for each of them while the worker threads sit idle; instead their files are gathered for one loop
+iteration and prepared together in one worker task, like an arena of a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from rhinobox.ingest.entry import FileEntry
+from rhinobox.ingest.pool import WorkerPool
+
+__all__ = ["SingleFileCoalescer"]
+
+PrepareFn = Callable[[Sequence[FileEntry]], None]
+
+
+class SingleFileCoalescer:
+    """`prepare(entry)` runs inline when alone, else in a shared worker task with its neighbours."""
+
+    def __init__(self, pool: WorkerPool, prepare: PrepareFn) -> None:
+        self._pool = pool
+        self._prepare = prepare
+        self._active = 0
+        self._pending: list[FileEntry] = []
+        self._batch: asyncio.Future[None] | None = None
+        self.inline = 0
+        self.coalesced = 0
+
+    def enter(self) -> None:
+        """A single-file request started receiving."""
+        self._active += 1
+
+    def leave(self) -> None:
+        self._active -= 1
+
+    def prepare(self, entry: FileEntry) -> asyncio.Future[None] | None:
+        """Prepare `entry`; returns None if done inline, else a future for the shared worker task."""
+        if self._active <= 1 and not self._pending:
+            self.inline += 1
+            self._prepare([entry])
+            return None
+        self.coalesced += 1
+        self._pending.append(entry)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush)
+        return self._batch
+
+    def _flush(self) -> None:
+        entries, self._pending = self._pending, []
+        batch, self._batch = self._batch, None
+        assert batch is not None
+        future = self._pool.submit(0, lambda: self._prepare(entries))
+
+        def done(task: asyncio.Future[None]) -> None:
+            if batch.done():
+                return
+            if task.cancelled():
+                batch.cancel()
+            elif task.exception() is not None:
+                batch.set_exception(task.exception())  # type: ignore[arg-type]
+            else:
+                batch.set_result(None)
+
+        future.add_done_callback(done)
