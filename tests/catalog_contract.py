@@ -14,6 +14,7 @@ __all__ = [
     "test_delete_removes_blob_and_uploads",
     "test_get_blob_aggregates_uploads",
     "test_known_and_iter_digests",
+    "test_known_mimes_and_concurrent_writes_grouped",
     "test_listing_filters",
     "test_listing_limit_is_capped",
     "test_listing_pages_newest_first",
@@ -255,3 +256,20 @@ async def test_known_and_iter_digests(catalog: Catalog) -> None:
     assert await catalog.known_digests([digest(0), digest(9), digest(4)]) == {digest(0), digest(4)}
     pages = [page async for page in catalog.iter_digests(page_size=2)]
     assert sorted(d for page in pages for d in page) == sorted(digest(n) for n in range(5))
+
+
+async def test_known_mimes_and_concurrent_writes_grouped(catalog: Catalog) -> None:
+    """Concurrent record calls (grouped by the writer) all land; stored types come back by digest."""
+    import asyncio
+
+    await asyncio.gather(
+        *(catalog.record_uploads([upload(n, mime="application/pdf" if n % 2 else "image/png")]) for n in range(20)),
+        catalog.record_uploads([upload(3, name="again.pdf", mime="application/pdf")]),
+    )
+    known = await catalog.known_mimes([digest(1), digest(2), digest(99)])
+    assert known == {digest(1): "application/pdf", digest(2): "image/png"}
+    blob = await catalog.get_blob(digest(3))
+    assert blob is not None
+    assert blob.upload_count == 2
+    stats = await catalog.stats()
+    assert (stats.blobs, stats.uploads) == (20, 21)

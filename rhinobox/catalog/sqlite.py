@@ -130,7 +130,10 @@ class SQLiteCatalog:
         """One transaction for the whole group; if it fails, each job is retried alone so the others commit."""
         try:
             await db.execute("BEGIN IMMEDIATE")
-            results = [await job(db) for job, _ in batch]
+            records = [job for job, _ in batch if isinstance(job, _UploadRows)]
+            if records:  # every queued upload record in 3 statements, not 3 per request
+                await _UploadRows.merged(records)(db)
+            results = [None if isinstance(job, _UploadRows) else await job(db) for job, _ in batch]
             await db.execute("COMMIT")
             self.commits += 1
         except Exception as exc:
@@ -151,20 +154,17 @@ class SQLiteCatalog:
     async def record_uploads(self, records: Sequence[UploadRecord]) -> None:
         if not records:
             return
-        blob_rows = [(r.digest, r.size, r.mime, r.blob_category, r.uploaded_at) for r in records]
-        upload_rows = [
+        blob_rows: list[tuple[object, ...]] = [
+            (r.digest, r.size, r.mime, r.blob_category, r.uploaded_at) for r in records
+        ]
+        upload_rows: list[tuple[object, ...]] = [
             (r.digest, r.name, r.category, r.hint, r.comment, r.claimed_type, r.uploaded_at) for r in records
         ]
         prefix_rows = list(
             dict.fromkeys((prefix, r.digest) for r in records for prefix in category_prefixes(r.category))
         )
 
-        async def job(db: aiosqlite.Connection) -> None:
-            await db.executemany(_INSERT_BLOB, blob_rows)
-            await db.executemany(_INSERT_UPLOAD, upload_rows)
-            await db.executemany(_INSERT_PREFIX, prefix_rows)
-
-        await self.write(job)
+        await self.write(_UploadRows(blob_rows, upload_rows, prefix_rows))
 
     async def known_digests(self, digests: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(digests))
@@ -323,3 +323,31 @@ def _listing_sql(query: BlobQuery, low: int | None, high: int | None, limit: int
     sql = f"SELECT {_BLOB_COLUMNS}, {_FIRST_NAME} FROM {source} {condition} ORDER BY {key} DESC LIMIT ?"
     params.append(limit)
     return sql, params
+
+
+class _UploadRows:
+    """The rows of one `record_uploads` call; the writer merges all queued ones into one set of statements."""
+
+    __slots__ = ("blobs", "prefixes", "uploads")
+
+    def __init__(
+        self, blobs: list[tuple[object, ...]], uploads: list[tuple[object, ...]], prefixes: list[tuple[str, str]]
+    ) -> None:
+        self.blobs = blobs
+        self.uploads = uploads
+        self.prefixes = prefixes
+
+    @classmethod
+    def merged(cls, parts: Sequence[_UploadRows]) -> _UploadRows:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            [row for part in parts for row in part.blobs],
+            [row for part in parts for row in part.uploads],
+            list(dict.fromkeys(row for part in parts for row in part.prefixes)),
+        )
+
+    async def __call__(self, db: aiosqlite.Connection) -> None:
+        await db.executemany(_INSERT_BLOB, self.blobs)
+        await db.executemany(_INSERT_UPLOAD, self.uploads)
+        await db.executemany(_INSERT_PREFIX, self.prefixes)

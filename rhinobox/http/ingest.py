@@ -26,17 +26,49 @@ BODY_IDLE_SECONDS: Final = 60.0
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The request body in large chunks; a vanished client becomes `ClientDisconnected`."""
     content = request.content
+    watchdog = _IdleWatchdog(BODY_IDLE_SECONDS)
     try:
-        while True:
-            async with asyncio.timeout(BODY_IDLE_SECONDS):
-                chunk = await content.read(READ_CHUNK)
-            if not chunk:
-                return
+        while chunk := await content.read(READ_CHUNK):
+            watchdog.progress()
             yield chunk
-    except TimeoutError:
-        raise UploadTimeout(f"no upload data for {BODY_IDLE_SECONDS:.0f} s") from None
+    except asyncio.CancelledError:
+        if watchdog.fired:
+            raise UploadTimeout(f"no upload data for {BODY_IDLE_SECONDS:.0f} s") from None
+        raise
     except (ConnectionError, aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
         raise ClientDisconnected(f"upload interrupted: {exc.__class__.__name__}") from None
+    finally:
+        watchdog.stop()
+
+
+class _IdleWatchdog:
+    """Cancels the reading task when no chunk arrived for `seconds`.
+
+    Cheaper than a timeout per read (which reschedules a timer for every chunk): progress is one
+    assignment, and the timer is re-armed only when it fires.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._seconds = seconds
+        self._last = self._loop.time()
+        self.fired = False
+        self._handle = self._loop.call_later(seconds, self._check)
+
+    def progress(self) -> None:
+        self._last = self._loop.time()
+
+    def _check(self) -> None:
+        idle = self._loop.time() - self._last
+        if idle >= self._seconds and self._task is not None:
+            self.fired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_later(self._seconds - idle, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
 
 
 def file_result(report: IngestReport, entry: FileEntry) -> dict[str, Any]:
