@@ -10,16 +10,26 @@ __all__ = [
     "ClientDisconnected",
     "DigestMismatch",
     "EmptyFile",
+    "FieldTooLarge",
     "FileTooLarge",
+    "Forbidden",
     "InsufficientStorage",
+    "InvalidBody",
+    "InvalidParameter",
     "InvalidRules",
+    "JobNotFound",
     "MalformedMultipart",
     "NoFiles",
     "NotMultipart",
     "Overloaded",
+    "PreconditionFailed",
+    "RangeNotSatisfiable",
     "RhinoBoxError",
     "StorageError",
     "TooManyFiles",
+    "TooManyHashes",
+    "Unauthorized",
+    "UploadTimeout",
 ]
 
 
@@ -110,9 +120,6 @@ class FieldTooLarge(RhinoBoxError):
     default_message = "a text field is larger than allowed"
 
 
-__all__ += ["FieldTooLarge"]
-
-
 class Unauthorized(RhinoBoxError):
     code = "unauthorized"
     default_message = "a valid API token is required"
@@ -123,15 +130,9 @@ class Forbidden(RhinoBoxError):
     default_message = "this API token may only read"
 
 
-__all__ += ["Forbidden", "Unauthorized"]
-
-
 class JobNotFound(RhinoBoxError):
     code = "job_not_found"
     default_message = "no job with that id (it may have expired)"
-
-
-__all__ += ["JobNotFound"]
 
 
 class InvalidParameter(RhinoBoxError):
@@ -163,12 +164,6 @@ class PreconditionFailed(RhinoBoxError):
     default_message = "If-Match does not match the content hash"
 
 
-__all__ += ["InvalidBody", "InvalidParameter", "PreconditionFailed", "RangeNotSatisfiable", "TooManyHashes"]
-
-
 class UploadTimeout(RhinoBoxError):
     code = "upload_timeout"
     default_message = "the client stopped sending the upload"
-
-
-__all__ += ["UploadTimeout"]
