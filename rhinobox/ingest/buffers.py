@@ -54,10 +54,13 @@ class ArenaPool:
         return self._arena_bytes
 
     async def acquire(self, timeout: float = ARENA_WAIT_SECONDS) -> Arena:
-        try:
-            await asyncio.wait_for(self._available.acquire(), timeout)
-        except TimeoutError:
-            raise Overloaded("all upload buffers are busy; retry later") from None
+        if self._available.locked():  # only pay for a timeout when there is something to wait for
+            try:
+                await asyncio.wait_for(self._available.acquire(), timeout)
+            except TimeoutError:
+                raise Overloaded("all upload buffers are busy; retry later") from None
+        else:
+            await self._available.acquire()
         if self._free:
             arena = self._free.pop()
         else:
