@@ -301,21 +301,16 @@ def _listing_sql(query: BlobQuery, low: int | None, high: int | None, limit: int
     if high is not None:
         where.append(f"{key} < ?")
         params.append(high)
-    if query.mime is not None:
-        where.append("b.mime = ?")
-        params.append(query.mime)
-    if query.min_size is not None:
-        where.append("b.size >= ?")
-        params.append(query.min_size)
-    if query.max_size is not None:
-        where.append("b.size <= ?")
-        params.append(query.max_size)
-    if query.since is not None:
-        where.append("b.first_upload_at >= ?")
-        params.append(query.since)
-    if query.until is not None:
-        where.append("b.first_upload_at < ?")
-        params.append(query.until)
+    for value, clause in (
+        (query.mime, "b.mime = ?"),
+        (query.min_size, "b.size >= ?"),
+        (query.max_size, "b.size <= ?"),
+        (query.since, "b.first_upload_at >= ?"),
+        (query.until, "b.first_upload_at < ?"),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
     if query.name is not None:
         where.append("EXISTS (SELECT 1 FROM uploads u WHERE u.hash = b.hash AND u.name LIKE ? ESCAPE '\\')")
         params.append(f"%{_like_escape(query.name)}%")

@@ -6,7 +6,6 @@ each as a raw body that must hash to the name it is PUT under.
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from typing import Any, Final
 
@@ -14,6 +13,7 @@ from aiohttp import hdrs, web
 
 from rhinobox.blobs.digest import is_digest, require_digest
 from rhinobox.errors import BadHash, FileTooLarge, InvalidBody, TooManyHashes
+from rhinobox.http.bodies import read_json
 from rhinobox.http.ingest import body_chunks
 from rhinobox.http.keys import CATALOG, PIPELINE
 from rhinobox.ingest.entry import STORED, FileEntry
@@ -34,17 +34,7 @@ async def missing_blobs(request: web.Request) -> web.Response:
 
 
 async def _read_json(request: web.Request) -> object:
-    if request.content_length is not None and request.content_length > MAX_MISSING_BODY:
-        raise TooManyHashes(f"the body is limited to {MAX_MISSING_BODY} bytes ({MAX_HASHES} hashes)")
-    raw = bytearray()
-    async for chunk in body_chunks(request):  # read(n) may return less than n: read to the end
-        raw += chunk
-        if len(raw) > MAX_MISSING_BODY:
-            raise TooManyHashes(f"the body is limited to {MAX_MISSING_BODY} bytes ({MAX_HASHES} hashes)")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidBody(f"body is not JSON: {exc}") from None
+    return await read_json(request, MAX_MISSING_BODY, too_large=TooManyHashes, invalid=InvalidBody)
 
 
 def _hashes_from(document: object) -> list[str]:
