@@ -372,3 +372,15 @@ async def test_curl_upload(client: Client, data_dir: Path, tmp_path: Path) -> No
     assert proc.returncode == 0
     assert blake3_hex(payload) in out.decode()
     assert uploads_table(data_dir)[0]["comment"] == "via curl"
+
+
+async def test_content_repeated_in_one_batch_is_stored_by_its_first_file(client: Client, data_dir: Path) -> None:
+    for round_ in range(3):
+        files = [make_sample("binary", 10_000 * round_ + i) for i in range(600)]
+        files[450] = ("again.bin", files[3][1])
+        files[599] = ("and-again.bin", files[3][1])
+        response = await client.post("/ingest", data=form(files))
+        results = (await response.json())["results"]
+        assert [results[i]["status"] for i in (3, 450, 599)] == ["stored", "duplicate", "duplicate"]
+        assert len({r["hash"] for r in results}) == 598
+    assert len(uploads_table(data_dir)) == 1800

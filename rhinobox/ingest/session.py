@@ -104,6 +104,7 @@ class IngestSession:
         self._pending_bytes = 0
         self._write: asyncio.Future[None] | None = None
         self._dispatched = False
+        self._first_of_digest: dict[str, FileEntry] = {}
         self._left = False
         pipeline.singles.enter()
 
@@ -293,12 +294,8 @@ class IngestSession:
             self._p.arenas.release(arena)
             return
         self._dispatched = True
-        work = partial(prepare_in_memory, self._p.stage_context, entries)
+        work = partial(prepare_in_memory, self._p.stage_context, entries, defer_known=True)
         try:
-            # One catalog query per arena: content already stored keeps its recorded type (no sniff).
-            known = await self._p.catalog.known_mimes(e.digest for e in entries if e.digest is not None)
-            for entry in entries:
-                entry.mime = known.get(entry.digest or "")
             reserved = await self._p.pool.reserve(len(entries))
         except BaseException:
             self._p.arenas.release(arena)
@@ -425,6 +422,23 @@ class IngestSession:
             return
         await self._dispatch_arena()
         await self._wait_threads()
+        await self._type_known_content()
+
+    async def _type_known_content(self) -> None:
+        """Give content that was already stored its recorded type: one catalog query, no sniffing."""
+        unknown = [e for e in self._entries if e.ok and e.digest is not None and e.mime is None]
+        if not unknown:
+            return
+        known = await self._p.catalog.known_mimes(e.digest for e in unknown if e.digest is not None)
+        rules = self._p.categorizer.snapshot()
+        for entry in unknown:
+            assert entry.digest is not None
+            mime = known.get(entry.digest)
+            if mime is None:  # a blob the catalog does not know (left by a crash): look at its bytes
+                head = b"".join([chunk async for chunk in self._p.store.read_range(entry.digest, 0, SNIFF_BYTES)])
+                mime = self._p.sniffer.sniff(head)
+            entry.mime = mime
+            entry.blob_category = rules.categorize(mime, entry.extension)
 
     async def _wait_threads(self) -> None:
         """Wait for every thread task of this request; re-raise the first unexpected error."""
@@ -438,6 +452,7 @@ class IngestSession:
 
     async def _commit(self, entries: list[FileEntry]) -> None:
         store = self._p.store
+        repeats = self._drop_repeats(entries)
         spooled = [e for e in entries if e.ok and e.spool_path is not None]
         if spooled:
             await self._flush()  # the bytes are durable before any name points at them
@@ -456,8 +471,29 @@ class IngestSession:
                     reserved = await self._p.pool.reserve(len(chunk))
                     self._threads.append(self._p.pool.submit(reserved, partial(commit_entries, store, chunk)))
                 await self._wait_threads()
+        for repeat, first in repeats:
+            if first.error is not None:
+                repeat.fail(first.error)
         if any(e.ok and (e.status == STORED or store.needs_flush(e.digest or "")) for e in ready):
             await self._flush()  # the new names are durable before the catalog points at them
+
+    def _drop_repeats(self, entries: list[FileEntry]) -> list[tuple[FileEntry, FileEntry]]:
+        """Content repeated within the request: the first file stores it, later ones are duplicates.
+
+        Decided here, in request order, so that parallel commits cannot make a later file `stored`.
+        Returns (repeat, first) pairs: a repeat shares the fate of its first file.
+        """
+        first_of = self._first_of_digest
+        repeats = []
+        for entry in entries:
+            if not entry.ok or entry.digest is None:
+                continue
+            first = first_of.setdefault(entry.digest, entry)
+            if first is not entry and entry.spool_path is not None:
+                entry.spool_path.unlink(missing_ok=True)
+                entry.spool_path = None
+                repeats.append((entry, first))
+        return repeats
 
     async def _flush(self) -> None:
         """Wait for a store flush, turning an I/O failure into a storage error with a stable code."""

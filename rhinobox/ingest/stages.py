@@ -27,11 +27,13 @@ class StageContext:
     categorizer: Categorizer
 
 
-def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry]) -> None:
+def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry], *, defer_known: bool = False) -> None:
     """Sniff, categorize, and spool (unless the blob is already stored) files held in an arena.
 
     The digest is already known and pinned, so `contains` cannot be invalidated by a delete. A network
     store is not asked: its commit looks anyway, and a local spool write is cheaper than a round trip.
+    With `defer_known`, content already stored is not sniffed at all: the caller takes its type from
+    the catalog in one query for the whole request (`mime` stays None until then).
     """
     rules = ctx.categorizer.snapshot()
     spool_dir = ctx.store.spool_dir
@@ -40,10 +42,12 @@ def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry]) -> None:
         assert entry.digest is not None
         data = entry.arena.view[entry.offset : entry.offset + entry.size]
         try:
-            if entry.mime is None:  # not already known from the catalog
-                entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
+            stored = ctx.store.inline_io and ctx.store.contains(entry.digest)
+            if stored and defer_known:
+                continue
+            entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
             entry.blob_category = rules.categorize(entry.mime, entry.extension)
-            if not ctx.store.inline_io or not ctx.store.contains(entry.digest):
+            if not stored:
                 entry.spool_path = write_spool_file(spool_dir, data)
         except RhinoBoxError as exc:
             entry.fail(exc)
