@@ -13,7 +13,7 @@ from rhinobox.catalog.base import Catalog
 from rhinobox.catalog.postgres import PostgresCatalog
 from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.ingest.pins import HashArbiter, HashPins
-from rhinobox.settings import FsyncMode, Settings
+from rhinobox.settings import FsyncMode, Settings, SettingsError
 
 __all__ = ["POSTGRES_SCHEMES", "make_arbiter", "make_blob_store", "make_catalog"]
 
@@ -28,10 +28,10 @@ def make_blob_store(settings: Settings) -> BlobStore:
     try:
         location = parse_s3_url(settings.blobs)
     except ValueError as exc:
-        raise ValueError(f"RHINOBOX_BLOBS: {exc}") from None
+        raise SettingsError(f"RHINOBOX_BLOBS: {exc}") from None
     if settings.accel_redirect:
         # nginx would look for blob files on this machine's disk; S3 blobs are streamed by RhinoBox.
-        raise ValueError("RHINOBOX_ACCEL_REDIRECT: not available with S3 blobs (leave it empty)")
+        raise SettingsError("RHINOBOX_ACCEL_REDIRECT: not available with S3 blobs (leave it empty)")
     return S3BlobStore(
         location,
         settings.data_dir / SPOOL_DIRNAME,
@@ -49,7 +49,7 @@ def make_catalog(settings: Settings) -> Catalog:
         return SQLiteCatalog.in_data_dir(settings.data_dir, durable=durable)
     if settings.catalog.startswith(POSTGRES_SCHEMES):
         return PostgresCatalog(settings.catalog, durable=durable)
-    raise ValueError(f"RHINOBOX_CATALOG: unsupported catalog URL {settings.catalog!r} (expected postgresql://...)")
+    raise SettingsError(f"RHINOBOX_CATALOG: unsupported catalog URL {settings.catalog!r} (expected postgresql://...)")
 
 
 def make_arbiter(catalog: Catalog) -> HashArbiter:

@@ -78,3 +78,16 @@ def test_every_setting_is_documented() -> None:
     for spec in SETTINGS:
         assert f"`{spec.env}`" in text, f"{spec.env} is missing from docs/configuration.md"
         assert f"`{spec.flag}`" in text, f"{spec.flag} is missing from docs/configuration.md"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("RHINOBOX_CATALOG", "mysql://db/x"), ("RHINOBOX_BLOBS", "ftp://bucket")]
+)
+def test_unusable_backend_url_exits_with_message(tmp_path: Path, variable: str, value: str) -> None:
+    env = {**os.environ, "RHINOBOX_DATA_DIR": str(tmp_path), "RHINOBOX_ADDR": "127.0.0.1:0", variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", "rhinobox", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
