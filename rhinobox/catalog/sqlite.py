@@ -25,7 +25,7 @@ from rhinobox.catalog.base import (
     UploadRecord,
     category_prefixes,
 )
-from rhinobox.catalog.sqlite_schema import migrate
+from rhinobox.catalog.sqlite_schema import NAME_SLOTS, migrate
 
 __all__ = ["SQLiteCatalog"]
 
@@ -33,6 +33,7 @@ CATALOG_FILENAME: Final = "catalog.sqlite3"
 BUSY_TIMEOUT_MS: Final = 30_000
 LOOKUP_CHUNK: Final = 500  # stays under SQLite's bound-parameter limit
 CLOSE_DRAIN_POLLS: Final = 500  # x 10 ms: how long close waits for queued writes
+TRIGRAM: Final = 3  # shortest name the trigram index can search; shorter ones scan blobs newest first
 
 WriteJob = Callable[[aiosqlite.Connection], Awaitable[object]]
 
@@ -220,11 +221,24 @@ class SQLiteCatalog:
             return BlobPage([], None)  # nothing that new
         high = await self._id_bound(query.until)
         upper = min((b for b in (before, high) if b is not None), default=None)
-        sql, params = _listing_sql(query, low, upper, limit + 1)
-        async with self._read().execute(sql, params) as cursor:
-            rows = list(await cursor.fetchall())
+        rows = await self._listing_rows(query, low, upper, limit + 1)
         blobs = [_blob(row) for row in rows[:limit]]
         return BlobPage(blobs, blobs[-1].id if len(rows) > limit else None)
+
+    async def _listing_rows(
+        self, query: BlobQuery, low: int | None, high: int | None, want: int
+    ) -> list[Sequence[object]]:
+        """Up to `want` distinct blobs, newest first. A name search yields a blob once per matching
+        name (adjacent rows), so it reads on below the last blob until it has `want` distinct ones."""
+        rows: list[Sequence[object]] = []
+        while True:
+            sql, params = _listing_sql(query, low, high, want)
+            async with self._read().execute(sql, params) as cursor:
+                fetched = list(await cursor.fetchall())
+            rows.extend(row for row in fetched if not rows or row[0] != rows[-1][0])
+            if len(rows) >= want or len(fetched) < want:
+                return rows[:want]
+            high = _blob(rows[-1]).id
 
     async def _id_bound(self, moment: float | None) -> int | None:
         """The id of the oldest blob first uploaded at or after `moment` (an index seek), or None."""
@@ -284,8 +298,11 @@ def _listing_sql(query: BlobQuery, low: int | None, high: int | None, limit: int
     within ids [low, high) (the cursor and the time window), newest first.
 
     Other filters are conditions checked on the way, so a page costs about `limit` rows read for
-    filters that match a fair share of blobs, whatever the catalog's size.
+    filters that match a fair share of blobs, whatever the catalog's size. A name of 3 or more
+    characters walks the name index instead (see `_name_search_sql`).
     """
+    if query.name is not None and len(query.name) >= TRIGRAM:
+        return _name_search_sql(query, query.name, low, high, limit)
     where: list[str] = []
     params: list[object] = []
     if query.category is not None:
@@ -316,6 +333,45 @@ def _listing_sql(query: BlobQuery, low: int | None, high: int | None, limit: int
         params.append(f"%{_like_escape(query.name)}%")
     condition = f"WHERE {' AND '.join(where)}" if where else ""
     sql = f"SELECT {_BLOB_COLUMNS}, {_FIRST_NAME} FROM {source} {condition} ORDER BY {key} DESC LIMIT ?"
+    params.append(limit)
+    return sql, params
+
+
+def _name_search_sql(
+    query: BlobQuery, name: str, low: int | None, high: int | None, limit: int
+) -> tuple[str, list[object]]:
+    """A descending walk of the blob_names matches of `name` (keys blob id * NAME_SLOTS + ordinal, so
+    blob ids [low, high) are a key range), checking the other filters on each match's blob.
+
+    The trigram index folds case beyond ASCII; the LIKE on the matched name keeps the result exactly
+    the LIKE scan's (literal, ASCII case-insensitive), whichever path a query takes. A blob with
+    several matching names comes once per name, on adjacent rows.
+    """
+    where = ["blob_names MATCH ?", "f.name LIKE ? ESCAPE '\\'"]
+    params: list[object] = ['"' + name.replace('"', '""') + '"', f"%{_like_escape(name)}%"]
+    if low is not None:
+        where.append("f.rowid >= ?")
+        params.append(low * NAME_SLOTS)
+    if high is not None:
+        where.append("f.rowid < ?")
+        params.append(high * NAME_SLOTS)
+    if query.category is not None:
+        where.append("EXISTS (SELECT 1 FROM blob_prefixes p WHERE p.prefix = ? AND p.blob_id = b.id)")
+        params.append(query.category.strip("/"))
+    for value, clause in (
+        (query.mime, "b.mime = ?"),
+        (query.min_size, "b.size >= ?"),
+        (query.max_size, "b.size <= ?"),
+        (query.since, "b.first_upload_at >= ?"),
+        (query.until, "b.first_upload_at < ?"),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    sql = (
+        f"SELECT {_BLOB_COLUMNS}, {_FIRST_NAME} FROM blob_names f JOIN blobs b ON b.id = f.rowid / {NAME_SLOTS}"
+        f" WHERE {' AND '.join(where)} ORDER BY f.rowid DESC LIMIT ?"
+    )
     params.append(limit)
     return sql, params
 

@@ -11,7 +11,12 @@ from typing import Final
 
 import aiosqlite
 
-__all__ = ["MIGRATIONS", "migrate"]
+__all__ = ["MIGRATIONS", "NAME_SLOTS", "migrate"]
+
+# blob_names keys: blob id * NAME_SLOTS + ordinal. 2^24 distinct names per blob, and blob ids below
+# 2^39 so keys stay 64-bit integers; the insert trigger refuses (aborts) rather than wrap past either.
+NAME_SLOTS: Final = 1 << 24
+NAME_BLOB_LIMIT: Final = 1 << 39
 
 MIGRATIONS: Final[dict[int, str]] = {
     # blobs: one row per distinct content; uploads: one row per file received.
@@ -130,6 +135,38 @@ MIGRATIONS: Final[dict[int, str]] = {
         result TEXT NOT NULL,
         PRIMARY KEY (job_id, idx)
     ) WITHOUT ROWID;
+    """,
+    # Name search (issue 4): a trigram full-text index over each blob's distinct upload names. A row's
+    # rowid is blob id * 2^24 + the name's ordinal within its blob, so walking the matches of a name
+    # by descending rowid lists blobs newest first, and a cursor or time window is a rowid range: a
+    # page costs about `limit` matches read, however many blobs there are and however rare the name.
+    # Kept by triggers, so every writer (record_uploads, delete_blob, tools) keeps it in step.
+    4: f"""
+    CREATE VIRTUAL TABLE blob_names USING fts5(name, tokenize = 'trigram case_sensitive 0');
+    INSERT INTO blob_names (rowid, name)
+        SELECT blob_id * {NAME_SLOTS} + row_number() OVER (PARTITION BY blob_id ORDER BY first_upload) - 1, name
+        FROM (
+            SELECT b.id AS blob_id, u.name AS name, min(u.id) AS first_upload
+            FROM uploads u JOIN blobs b ON b.hash = u.hash GROUP BY b.id, u.name
+        )
+        ORDER BY 1;
+    CREATE TRIGGER uploads_name_search_insert AFTER INSERT ON uploads BEGIN
+        INSERT INTO blob_names (rowid, name)
+        SELECT CASE WHEN blob_id < {NAME_BLOB_LIMIT} AND slot < base + {NAME_SLOTS}
+                THEN slot ELSE RAISE(ABORT, 'blob_names: blob id or distinct names of a blob out of range') END,
+            new.name
+        FROM (
+            SELECT blob_id, base, ifnull((SELECT rowid + 1 FROM blob_names
+                WHERE rowid >= base AND rowid < base + {NAME_SLOTS} ORDER BY rowid DESC LIMIT 1), base) AS slot
+            FROM (SELECT id AS blob_id, id * {NAME_SLOTS} AS base FROM blobs WHERE hash = new.hash)
+        )
+        WHERE NOT EXISTS (
+            SELECT 1 FROM blob_names WHERE rowid >= base AND rowid < base + {NAME_SLOTS} AND name = new.name
+        );
+    END;
+    CREATE TRIGGER blobs_name_search_delete AFTER DELETE ON blobs BEGIN
+        DELETE FROM blob_names WHERE rowid >= old.id * {NAME_SLOTS} AND rowid < (old.id + 1) * {NAME_SLOTS};
+    END;
     """,
 }
 

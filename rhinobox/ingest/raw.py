@@ -11,10 +11,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from rhinobox.catalog.base import UploadRecord
 from rhinobox.errors import DigestMismatch, EmptyFile, FileTooLarge, StorageError
+from rhinobox.ingest.blocks import BlockSpooler
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
 from rhinobox.ingest.names import extension_of
 from rhinobox.ingest.spool import SpoolWriter
@@ -23,9 +24,8 @@ from rhinobox.ingest.stages import commit_entries, prepare_spooled
 if TYPE_CHECKING:
     from rhinobox.ingest.pipeline import IngestPipeline
 
-__all__ = ["WRITE_BLOCK", "ingest_raw", "record_known"]
+__all__ = ["ingest_raw", "record_known"]
 
-WRITE_BLOCK: Final = 1024 * 1024  # bytes hashed and written per worker call
 
 
 async def record_known(pipeline: IngestPipeline, digest: str, name: str, claimed_type: str | None) -> FileEntry | None:
@@ -59,10 +59,11 @@ async def ingest_raw(
     pipeline.pool.admit()
     pipeline.check_free_space()
     entry = _entry(digest, name, claimed_type)
-    writer = SpoolWriter(pipeline.store.spool_dir)
+    spooler = BlockSpooler(pipeline.pool, SpoolWriter(pipeline.store.spool_dir))
+    writer = spooler.writer
     try:
-        await _spool(pipeline, entry, writer, body)
-        entry.digest = writer.finish()
+        await _spool(pipeline, entry, spooler, body)
+        entry.digest = await spooler.finish()
         entry.spool_path = writer.path
         if entry.digest != digest:
             raise DigestMismatch(f"content hashes to {entry.digest}, not the declared {digest}")
@@ -76,28 +77,20 @@ async def ingest_raw(
         await pipeline.catalog.record_uploads([_record(entry)])
         return entry
     finally:
-        writer.abort()  # closes and removes the spool file unless commit already moved it
+        await spooler.abort()  # waits for a block in flight, then removes the spool file unless committed
         if entry.spool_path is not None:
             entry.spool_path.unlink(missing_ok=True)
         if entry.pinned:
             pipeline.pins.unpin(digest)
 
 
-async def _spool(pipeline: IngestPipeline, entry: FileEntry, writer: SpoolWriter, body: AsyncIterator[bytes]) -> None:
+async def _spool(pipeline: IngestPipeline, entry: FileEntry, spooler: BlockSpooler, body: AsyncIterator[bytes]) -> None:
     limit = pipeline.settings.max_upload_bytes
-    pending: list[bytes] = []
-    pending_bytes = 0
     async for chunk in body:
         entry.size += len(chunk)
         if entry.size > limit:
             raise FileTooLarge(f"files may be at most {pipeline.settings.max_upload_mb} MiB")
-        pending.append(chunk)
-        pending_bytes += len(chunk)
-        if pending_bytes >= WRITE_BLOCK:
-            await pipeline.pool.run_io(partial(writer.write, b"".join(pending)))
-            pending, pending_bytes = [], 0
-    if pending:
-        await pipeline.pool.run_io(partial(writer.write, b"".join(pending)))
+        await spooler.append(chunk)
     if entry.size == 0:
         raise EmptyFile()
 

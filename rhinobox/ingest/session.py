@@ -10,7 +10,6 @@ never abandons work it handed to a thread: cleanup waits for the thread before t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import sqlite3
 import time
@@ -31,6 +30,7 @@ from rhinobox.errors import (
     StorageError,
     TooManyFiles,
 )
+from rhinobox.ingest.blocks import BlockSpooler
 from rhinobox.ingest.buffers import Arena
 from rhinobox.ingest.entry import STORED, FileEntry
 from rhinobox.ingest.multipart import PART_DATA, PART_END, PART_START, MultipartStream, PartHeaders
@@ -46,8 +46,6 @@ __all__ = ["IngestReport", "IngestSession", "Progress", "upload_category"]
 
 SMALL_FILE_MAX: Final = 128 * 1024  # larger files stream to a spool file instead of an arena
 ARENA_MAX_FILES: Final = 64  # files handed to a worker in one task
-WRITE_BLOCK: Final = 4 * 1024 * 1024  # large files are hashed and written in blocks this big
-MAX_BLOCK_PIECES: Final = 512  # received chunks per block: one writev takes at most IOV_MAX (1024)
 COMMIT_CHUNK: Final = 256
 MAX_FIELD_BYTES: Final = 64 * 1024  # one text field
 MAX_FIELDS_TOTAL_BYTES: Final = 1024 * 1024  # all text fields of a request, kept or not
@@ -100,9 +98,6 @@ class IngestSession:
         self._arena: Arena | None = None
         self._arena_entries: list[FileEntry] = []
         self._threads: list[asyncio.Future[None]] = []  # work handed to worker threads
-        self._pending_block: list[bytes | memoryview] = []
-        self._pending_bytes = 0
-        self._write: asyncio.Future[None] | None = None
         self._dispatched = False
         self._first_of_digest: dict[str, FileEntry] = {}
         self._left = False
@@ -274,12 +269,8 @@ class IngestSession:
     async def _drop_bytes(self, entry: FileEntry) -> None:
         """Discard what was received of a failed file (its spool file, or its arena bytes)."""
         if entry.writer is not None:
-            with contextlib.suppress(RhinoBoxError, OSError):
-                await self._await_write()
-            entry.writer.abort()
-            entry.writer = None
-            self._pending_block.clear()
-            self._pending_bytes = 0
+            writer, entry.writer = entry.writer, None
+            await writer.abort()
         elif entry.arena is not None:
             entry.arena = None
             self._rewind_arena(entry)
@@ -306,74 +297,46 @@ class IngestSession:
 
     async def _spill_to_spool(self, entry: FileEntry, data: memoryview) -> None:
         try:
-            writer = SpoolWriter(self._p.store.spool_dir)
+            spooler = BlockSpooler(self._p.pool, SpoolWriter(self._p.store.spool_dir))
         except RhinoBoxError as exc:
             await self._drop_bytes(entry)
             entry.fail(exc)
             return
-        entry.writer = writer
+        entry.writer = spooler
         if entry.arena is not None:
             head = bytes(entry.arena.view[entry.offset : entry.arena.used])
-            self._pending_block.append(head)
-            self._pending_bytes += len(head)
             self._rewind_arena(entry)
             entry.arena = None
+            await spooler.append(head)
         await self._dispatch_arena()  # a large file holds no arena while it streams
         await self._write_block(entry, data)
 
     async def _write_block(self, entry: FileEntry, data: memoryview) -> None:
-        self._pending_block.append(data)
-        self._pending_bytes += len(data)
-        if self._pending_bytes >= WRITE_BLOCK or len(self._pending_block) >= MAX_BLOCK_PIECES:
-            await self._flush_block(entry)
-
-    async def _flush_block(self, entry: FileEntry) -> None:
-        """Write the pending block on a worker, overlapping it with reading the next one."""
-        block, self._pending_block, self._pending_bytes = self._pending_block, [], 0
+        assert entry.writer is not None
         try:
-            await self._await_write()
+            await entry.writer.append(data)
         except RhinoBoxError as exc:
             await self._drop_bytes(entry)
             entry.fail(exc)
-            return
-        writer = entry.writer
-        assert writer is not None
-        self._write = self._p.pool.submit_io(partial(writer.write_pieces, block))
-
-    async def _await_write(self) -> None:
-        """Wait for the outstanding block write (never abandoning it); its error is raised here."""
-        write = self._write
-        if write is None:
-            return
-        try:
-            await asyncio.shield(write)
-        finally:
-            if write.done():
-                self._write = None
 
     async def _finish_spool(self, entry: FileEntry) -> None:
-        if self._pending_block:
-            await self._flush_block(entry)
+        spooler = entry.writer
+        assert spooler is not None
         try:
-            await self._await_write()
+            entry.digest = await spooler.finish()
         except RhinoBoxError as exc:
             await self._drop_bytes(entry)
             entry.fail(exc)
-        writer = entry.writer
-        if writer is None or not entry.ok:
             return
-        try:
-            entry.digest = writer.finish()
         except OSError as exc:
-            writer.abort()
-            entry.writer = None
+            await self._drop_bytes(entry)
             entry.fail(StorageError(f"could not finish the spool file ({exc.strerror})"))
             return
-        entry.spool_path, entry.writer = writer.path, None
+        entry.spool_path, entry.writer = spooler.writer.path, None
         if not self._verify_expected(entry):
             return
         await self._pin(entry)
-        prepare = partial(prepare_spooled, self._p.stage_context, entry, writer.head[:SNIFF_BYTES])
+        prepare = partial(prepare_spooled, self._p.stage_context, entry, spooler.writer.head[:SNIFF_BYTES])
         try:
             if self._p.store.inline_io:
                 prepare()
@@ -535,19 +498,17 @@ class IngestSession:
             self._left = True
             self._p.singles.leave()
         outstanding = [f for f in self._threads if not f.done()]
-        if self._write is not None and not self._write.done():
-            outstanding.append(self._write)
+        outstanding += [w for e in self._entries if e.writer is not None and (w := e.writer.outstanding) is not None]
         if outstanding:
             await asyncio.wait(outstanding)  # a thread may still use these files and arenas
         self._threads = []
-        self._write = None
         if self._arena is not None:
             self._p.arenas.release(self._arena)
             self._arena = None
         for entry in self._entries:
             if entry.writer is not None:
-                entry.writer.abort()
-                entry.writer = None
+                writer, entry.writer = entry.writer, None
+                await writer.abort()
             if entry.spool_path is not None:
                 entry.spool_path.unlink(missing_ok=True)
                 entry.spool_path = None
