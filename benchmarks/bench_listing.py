@@ -104,6 +104,9 @@ def queries(count: int) -> dict[str, tuple[BlobQuery, int | None]]:
         "name=.png (25%)": (BlobQuery(name=".PNG"), None),
         "name=holiday (0.1%)": (BlobQuery(name="holiday"), None),
         "name=needle (10 blobs)": (BlobQuery(name="needle"), None),
+        "name=needle, category=images": (BlobQuery(name="needle", category="images"), None),
+        "name=holiday, page mid": (BlobQuery(name="holiday"), count // 2),
+        "name=ee (2 chars: scan)": (BlobQuery(name="ee"), None),
     }
 
 

@@ -14,12 +14,12 @@ from rhinobox.backends import make_arbiter, make_blob_store, make_catalog
 from rhinobox.datadir import DataDirLock
 from rhinobox.http.access_log import add_request_id_header, request_id_middleware
 from rhinobox.http.auth import auth_middleware, setup_auth
+from rhinobox.http.categories import rules_ctx
 from rhinobox.http.errors import error_middleware
 from rhinobox.http.jobs import end_job_streams, jobs_ctx
 from rhinobox.http.keys import CATALOG, CATEGORIZER, PIPELINE, RECONCILE, SETTINGS, STORE
 from rhinobox.http.metrics import metrics_middleware, setup_metrics
 from rhinobox.http.routes import setup_routes
-from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.pipeline import IngestPipeline
 from rhinobox.reconcile import ReconcileReport, reconcile
 from rhinobox.settings import Settings
@@ -64,9 +64,8 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
-    categorizer = Categorizer.load(app[SETTINGS].data_dir)
+    categorizer = app[CATEGORIZER]  # opened by rules_ctx (from the rules store)
     pipeline = IngestPipeline(app[SETTINGS], app[STORE], app[CATALOG], categorizer, make_arbiter(app[CATALOG]))
-    app[CATEGORIZER] = categorizer
     app[PIPELINE] = pipeline
     await pipeline.warm_up()
     try:
@@ -97,7 +96,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_auth(app, settings)
     setup_metrics(app)
     app.on_response_prepare.append(add_request_id_header)
-    app.cleanup_ctx.extend([_storage_ctx, _pipeline_ctx, _reconcile_ctx])
+    app.cleanup_ctx.extend([_storage_ctx, rules_ctx, _pipeline_ctx, _reconcile_ctx])
     app.cleanup_ctx.append(jobs_ctx)  # after the catalog opens, before it closes
     app.on_shutdown.append(end_job_streams)
     setup_routes(app)

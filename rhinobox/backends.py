@@ -1,7 +1,8 @@
 """Choosing storage backends from settings: the embedded default is SQLite + the local data dir.
 
 `RHINOBOX_CATALOG=postgresql://...` and `RHINOBOX_BLOBS=s3://bucket/prefix` select the shared
-backends for several nodes (docs/scale-out.md); `make_arbiter` then arbitrates per hash in PostgreSQL.
+backends for several nodes (docs/scale-out.md); `make_arbiter` then arbitrates per hash in PostgreSQL,
+and the category rules and async job records live in that database too, so any node serves them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from rhinobox.blobs.s3 import S3BlobStore, parse_s3_url
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
 from rhinobox.catalog.postgres import PostgresCatalog
+from rhinobox.catalog.postgres_rules import PostgresRulesStore
 from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.ingest.pins import HashArbiter, HashPins
+from rhinobox.ingest.rules_store import FileRulesStore, RulesStore
+from rhinobox.jobs.postgres import PostgresJobStore
+from rhinobox.jobs.sqlite import job_store_for
+from rhinobox.jobs.store import JobStore
 from rhinobox.settings import FsyncMode, Settings, SettingsError
 
-__all__ = ["POSTGRES_SCHEMES", "make_arbiter", "make_blob_store", "make_catalog"]
+__all__ = ["POSTGRES_SCHEMES", "make_arbiter", "make_blob_store", "make_catalog", "make_job_store", "make_rules_store"]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SPOOL_DIRNAME = "tmp"
@@ -57,3 +63,17 @@ def make_arbiter(catalog: Catalog) -> HashArbiter:
     if isinstance(catalog, PostgresCatalog):
         return catalog.locks
     return HashPins()
+
+
+def make_rules_store(settings: Settings) -> RulesStore:
+    """Where the category rules live (not yet opened): beside the shared catalog, else in the data dir."""
+    if settings.catalog.startswith(POSTGRES_SCHEMES):
+        return PostgresRulesStore(settings.catalog)
+    return FileRulesStore.in_data_dir(settings.data_dir)
+
+
+def make_job_store(settings: Settings, catalog: Catalog, node_id: str) -> JobStore:
+    """Where async job records live (not yet opened); `node_id` names this process as their runner."""
+    if isinstance(catalog, PostgresCatalog):
+        return PostgresJobStore(catalog.dsn, node_id)
+    return job_store_for(catalog, settings.data_dir)

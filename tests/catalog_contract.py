@@ -20,6 +20,9 @@ __all__ = [
     "test_listing_pages_newest_first",
     "test_listing_stays_correct_while_inserting",
     "test_name_filter_is_literal_and_case_insensitive",
+    "test_name_filter_special_characters",
+    "test_name_filter_with_other_filters",
+    "test_rare_name_pages_stay_correct_while_inserting",
     "test_recorded_again_after_delete_is_newest",
     "test_stats_count_dedup_savings",
     "test_time_window_matches_first_upload_times",
@@ -195,6 +198,102 @@ async def test_name_filter_is_literal_and_case_insensitive(catalog: Catalog) -> 
     assert await named("%") == [3]
     assert await named(".png") == [1, 2, 4]
     assert await named("nothing") == []
+
+
+async def test_rare_name_pages_stay_correct_while_inserting(catalog: Catalog) -> None:
+    """A name few blobs carry, paged 2 at a time while new blobs (some with the name) and new uploads
+    of listed blobs arrive: each matching blob once, newest first, however many names of it match."""
+    rare = {3: "needle-3.png", 11: "a NEEDLE.png", 12: "needle-12.png", 25: "old.png", 39: "xneedlex.png"}
+    await record_each(catalog, [upload(n, name=rare.get(n)) for n in range(40)])
+    await record_each(catalog, [upload(12, name="Needle again.png"), upload(25, name="needle copy.png")])
+    seen: list[str] = []
+    before = None
+    extra = 100
+    while True:
+        page = await catalog.list_blobs(BlobQuery(name="neeDLE"), before=before, limit=2)
+        seen.extend(b.digest for b in page.blobs)
+        # New matching blobs (newer than the cursor) and new matching names of blobs already listed.
+        await record_each(catalog, [upload(extra, name=f"needle-{extra}.png"), upload(extra + 1), upload(39)])
+        await catalog.record_uploads([upload(39, name=f"needle {extra}.png")])
+        extra += 2
+        if page.next_before is None:
+            break
+        before = page.next_before
+    assert seen == [digest(n) for n in (39, 25, 12, 11, 3)]
+    first = await catalog.list_blobs(BlobQuery(name="needle"), limit=3)
+    assert [b.digest for b in first.blobs] == [digest(n) for n in (extra - 2, extra - 4, extra - 6)]
+    for query in (BlobQuery(name="needle"), BlobQuery(name="ne"), BlobQuery()):  # a cursor past any id
+        assert await catalog.list_blobs(query, before=2**70, limit=3) == await catalog.list_blobs(query, limit=3)
+
+
+async def test_name_filter_with_other_filters(catalog: Catalog) -> None:
+    await record_each(
+        catalog,
+        [
+            upload(1, name="report-q1.pdf", category="documents/pdf", mime="application/pdf", size=10),
+            upload(2, name="report-q2.png", category="images/png", size=20),
+            upload(3, name="report-q3.pdf", category="documents/pdf", mime="application/pdf", size=30),
+            upload(4, name="summary.pdf", category="documents/pdf", mime="application/pdf", size=40),
+            upload(5, name="Report-q4.pdf", category="documents/pdf", mime="application/pdf", size=50, hint="fin"),
+            upload(6, name="re.pdf", category="documents/pdf", mime="application/pdf", size=60),
+        ],
+    )
+    await catalog.record_uploads([upload(2, name="report-q2.png", category="documents/scans", hint="x")])
+
+    async def matching(**filters: object) -> list[int]:
+        found = await all_pages(catalog, BlobQuery(**filters), limit=1)  # type: ignore[arg-type]
+        assert len(found) == len(set(found))
+        return [n for n in range(1, 7) if digest(n) in found]
+
+    # The trigram index (3+ characters) and the short-name scan agree.
+    for name, everything in (("report", [1, 2, 3, 5]), ("re", [1, 2, 3, 5, 6]), ("r", [1, 2, 3, 4, 5, 6])):
+        assert await matching(name=name) == everything
+        assert await matching(name=name, category="documents") == everything
+        assert await matching(name=name, category="documents/pdf") == [n for n in everything if n != 2]
+        assert await matching(name=name, category="images") == [2]
+        assert await matching(name=name, category="documents/pdf/fin") == [5]
+        assert await matching(name=name, mime="application/pdf", min_size=20) == [n for n in everything if n > 2]
+        assert await matching(name=name, max_size=30, since=T0 + 2) == [2, 3]
+        assert await matching(name=name, until=T0 + 3, category="documents") == [1, 2]
+    assert await matching(name="report", category="videos") == []
+
+
+async def test_name_filter_special_characters(catalog: Catalog) -> None:
+    names = [
+        '50%_off "sale".png',
+        "it's mine.png",
+        "naïve Café.txt",
+        "a_b.txt",
+        "a%b.txt",
+        "axb.txt",
+        "中文文件名.jpg",
+        "back\\slash.txt",
+    ]
+    await record_each(catalog, [upload(n, name=name) for n, name in enumerate(names)])
+
+    async def named(name: str) -> list[int]:
+        found = await all_pages(catalog, BlobQuery(name=name), limit=2)
+        return [n for n in range(len(names)) if digest(n) in found]
+
+    assert await named("%_o") == [0]
+    assert await named("%") == [0, 4]
+    assert await named("_") == [0, 3]
+    assert await named("a_b") == [3]
+    assert await named("A%B") == [4]
+    assert await named('"sale"') == [0]
+    assert await named('"') == [0]
+    assert await named('e"') == [0]
+    assert await named("it's") == [1]
+    assert await named("'") == [1]
+    assert await named("NAïVE") == [2]  # ASCII letters fold on every backend (others may, too)
+    assert await named("naïve caf") == [2]
+    assert await named("Café") == [2]
+    assert await named("文件") == [6]
+    assert await named("文件名.JPG") == [6]
+    assert await named("\\s") == [7]
+    assert await named("k\\") == [7]
+    assert await named("*") == []
+    assert await named("a.b") == []
 
 
 async def test_listing_limit_is_capped(catalog: Catalog) -> None:

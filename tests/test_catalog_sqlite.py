@@ -87,3 +87,39 @@ async def test_first_upload_times_never_go_back(catalog: SQLiteCatalog) -> None:
     oldest_first = list(reversed(page.blobs))
     assert [b.first_upload_at - T0 for b in oldest_first] == [10, 20, 20, 30, 30]
     assert all(b.last_upload_at >= b.first_upload_at for b in oldest_first)
+
+
+async def test_migration_4_indexes_existing_names(tmp_path: Path) -> None:
+    """Names recorded before the name index existed are found through it, once per blob, in order."""
+    path = tmp_path / "old.sqlite3"
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        await db.execute("CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY, applied_at REAL)")
+        for number in (1, 2, 3):
+            await db.executescript(
+                f"BEGIN;{MIGRATIONS[number]}INSERT INTO schema_migrations VALUES ({number}, 0);COMMIT;"
+            )
+        for n, names in enumerate([["Needle.png", "needle copy.png", "Needle.png"], ["other.png"], ["a needle"]]):
+            await db.execute(
+                "INSERT INTO blobs (hash, size, mime, category, first_upload_at, last_upload_at, upload_count)"
+                " VALUES (?, 10, 'image/png', 'images/png', ?, ?, ?)",
+                (digest(n), T0 + n, T0 + n, len(names)),
+            )
+            await db.executemany(
+                "INSERT INTO uploads (hash, name, category, uploaded_at) VALUES (?, ?, 'images/png', ?)",
+                [(digest(n), name, T0 + n) for name in names],
+            )
+    catalog = SQLiteCatalog(path, durable=False)
+    await catalog.open()
+    try:
+        page = await catalog.list_blobs(BlobQuery(name="NEEDLE"), limit=1)
+        assert [b.digest for b in page.blobs] == [digest(2)]
+        rest = await catalog.list_blobs(BlobQuery(name="NEEDLE"), before=page.next_before, limit=1)
+        assert ([b.digest for b in rest.blobs], rest.next_before) == ([digest(0)], None)
+        async with catalog._read().execute("SELECT count(*) FROM blob_names") as cursor:
+            assert await cursor.fetchone() == (4,)  # distinct names per blob
+        await catalog.record_uploads([upload(1, name="needle late.png")])
+        assert await catalog.delete_blob(digest(0))
+        found = await catalog.list_blobs(BlobQuery(name="needle"), limit=10)
+        assert [b.digest for b in found.blobs] == [digest(2), digest(1)]
+    finally:
+        await catalog.close()

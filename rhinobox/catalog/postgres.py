@@ -38,6 +38,7 @@ __all__ = ["PostgresCatalog"]
 POOL_MIN_SIZE: Final = 1
 POOL_MAX_SIZE: Final = 10
 COMMAND_TIMEOUT_S: Final = 60.0
+MAX_ID: Final = 2**63 - 1  # BIGINT
 UPLOAD_COLUMNS: Final = ("hash", "name", "category", "hint", "comment", "claimed_type", "uploaded_at")
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -221,6 +222,8 @@ class PostgresCatalog:
 
     async def list_blobs(self, query: BlobQuery, *, before: int | None = None, limit: int = 100) -> BlobPage:
         limit = _clamp(limit)
+        if before is not None:
+            before = min(before, MAX_ID)  # a cursor past any id lists from the newest
         sql, params = _listing_sql(query, before, limit + 1)
         rows = await self._db().fetch(sql, *params)
         blobs = [BlobInfo(*row) for row in rows[:limit]]
@@ -288,7 +291,9 @@ def _listing_sql(query: BlobQuery, before: int | None, limit: int) -> tuple[str,
     """The listing query: a descending walk of an index on id (blobs, or one category prefix).
 
     Every filter is a condition checked on the way, as in the SQLite catalog; the name filter is
-    case-insensitive (ILIKE).
+    case-insensitive (ILIKE). For a name of 3+ characters the planner may instead start from the
+    trigram index on upload names (migration 2) and sort the few matches: it picks that when the
+    name is rare, where the walk would read most blobs to fill a page.
     """
     where: list[str] = []
     params: list[object] = []

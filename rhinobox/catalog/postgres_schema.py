@@ -62,6 +62,13 @@ MIGRATIONS: Final[dict[int, str]] = {
         upload_bytes BIGINT NOT NULL
     );
     """,
+    # Name search (issue 4): a trigram index on upload names serves `name ILIKE '%...%'` (3 or more
+    # characters), so a rare name is an index lookup instead of a walk of every blob. pg_trgm is a
+    # trusted extension (PostgreSQL 13+): a database owner may create it. Indexes existing names too.
+    2: """
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX uploads_by_name_trigrams ON uploads USING gin (name gin_trgm_ops);
+    """,
 }
 
 

@@ -25,7 +25,7 @@ from rhinobox.catalog.base import (
     UploadRecord,
     category_prefixes,
 )
-from rhinobox.catalog.sqlite_schema import NAME_SLOTS, migrate
+from rhinobox.catalog.sqlite_schema import NAME_BLOB_LIMIT, NAME_SLOTS, migrate
 
 __all__ = ["SQLiteCatalog"]
 
@@ -33,6 +33,7 @@ CATALOG_FILENAME: Final = "catalog.sqlite3"
 BUSY_TIMEOUT_MS: Final = 30_000
 LOOKUP_CHUNK: Final = 500  # stays under SQLite's bound-parameter limit
 CLOSE_DRAIN_POLLS: Final = 500  # x 10 ms: how long close waits for queued writes
+MAX_ID: Final = 2**63 - 1  # a cursor past any id lists from the newest (SQLite integers are 64-bit)
 TRIGRAM: Final = 3  # shortest name the trigram index can search; shorter ones scan blobs newest first
 
 WriteJob = Callable[[aiosqlite.Connection], Awaitable[object]]
@@ -221,6 +222,8 @@ class SQLiteCatalog:
             return BlobPage([], None)  # nothing that new
         high = await self._id_bound(query.until)
         upper = min((b for b in (before, high) if b is not None), default=None)
+        if upper is not None:
+            upper = min(upper, MAX_ID)
         rows = await self._listing_rows(query, low, upper, limit + 1)
         blobs = [_blob(row) for row in rows[:limit]]
         return BlobPage(blobs, blobs[-1].id if len(rows) > limit else None)
@@ -318,6 +321,18 @@ def _listing_sql(query: BlobQuery, low: int | None, high: int | None, limit: int
     if high is not None:
         where.append(f"{key} < ?")
         params.append(high)
+    _blob_conditions(query, where, params)
+    if query.name is not None:
+        where.append("EXISTS (SELECT 1 FROM uploads u WHERE u.hash = b.hash AND u.name LIKE ? ESCAPE '\\')")
+        params.append(f"%{_like_escape(query.name)}%")
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = f"SELECT {_BLOB_COLUMNS}, {_FIRST_NAME} FROM {source} {condition} ORDER BY {key} DESC LIMIT ?"
+    params.append(limit)
+    return sql, params
+
+
+def _blob_conditions(query: BlobQuery, where: list[str], params: list[object]) -> None:
+    """The filters checked on each blob row `b` reached (both listing paths)."""
     for value, clause in (
         (query.mime, "b.mime = ?"),
         (query.min_size, "b.size >= ?"),
@@ -328,13 +343,6 @@ def _listing_sql(query: BlobQuery, low: int | None, high: int | None, limit: int
         if value is not None:
             where.append(clause)
             params.append(value)
-    if query.name is not None:
-        where.append("EXISTS (SELECT 1 FROM uploads u WHERE u.hash = b.hash AND u.name LIKE ? ESCAPE '\\')")
-        params.append(f"%{_like_escape(query.name)}%")
-    condition = f"WHERE {' AND '.join(where)}" if where else ""
-    sql = f"SELECT {_BLOB_COLUMNS}, {_FIRST_NAME} FROM {source} {condition} ORDER BY {key} DESC LIMIT ?"
-    params.append(limit)
-    return sql, params
 
 
 def _name_search_sql(
@@ -349,25 +357,17 @@ def _name_search_sql(
     """
     where = ["blob_names MATCH ?", "f.name LIKE ? ESCAPE '\\'"]
     params: list[object] = ['"' + name.replace('"', '""') + '"', f"%{_like_escape(name)}%"]
+    # Blobs with ids from NAME_BLOB_LIMIT on are never recorded (the index refuses their names).
     if low is not None:
         where.append("f.rowid >= ?")
-        params.append(low * NAME_SLOTS)
-    if high is not None:
+        params.append(min(low, NAME_BLOB_LIMIT - 1) * NAME_SLOTS)
+    if high is not None and high < NAME_BLOB_LIMIT:
         where.append("f.rowid < ?")
         params.append(high * NAME_SLOTS)
     if query.category is not None:
         where.append("EXISTS (SELECT 1 FROM blob_prefixes p WHERE p.prefix = ? AND p.blob_id = b.id)")
         params.append(query.category.strip("/"))
-    for value, clause in (
-        (query.mime, "b.mime = ?"),
-        (query.min_size, "b.size >= ?"),
-        (query.max_size, "b.size <= ?"),
-        (query.since, "b.first_upload_at >= ?"),
-        (query.until, "b.first_upload_at < ?"),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
+    _blob_conditions(query, where, params)
     sql = (
         f"SELECT {_BLOB_COLUMNS}, {_FIRST_NAME} FROM blob_names f JOIN blobs b ON b.id = f.rowid / {NAME_SLOTS}"
         f" WHERE {' AND '.join(where)} ORDER BY f.rowid DESC LIMIT ?"

@@ -11,7 +11,7 @@ from typing import Final
 
 import aiosqlite
 
-__all__ = ["MIGRATIONS", "NAME_SLOTS", "migrate"]
+__all__ = ["MIGRATIONS", "NAME_BLOB_LIMIT", "NAME_SLOTS", "migrate"]
 
 # blob_names keys: blob id * NAME_SLOTS + ordinal. 2^24 distinct names per blob, and blob ids below
 # 2^39 so keys stay 64-bit integers; the insert trigger refuses (aborts) rather than wrap past either.
@@ -140,7 +140,8 @@ MIGRATIONS: Final[dict[int, str]] = {
     # rowid is blob id * 2^24 + the name's ordinal within its blob, so walking the matches of a name
     # by descending rowid lists blobs newest first, and a cursor or time window is a rowid range: a
     # page costs about `limit` matches read, however many blobs there are and however rare the name.
-    # Kept by triggers, so every writer (record_uploads, delete_blob, tools) keeps it in step.
+    # Kept by triggers, so every writer (record_uploads, delete_blob, tools) keeps it in step; a name
+    # leaves the index with its blob (uploads are only ever deleted together with their blob).
     4: f"""
     CREATE VIRTUAL TABLE blob_names USING fts5(name, tokenize = 'trigram case_sensitive 0');
     INSERT INTO blob_names (rowid, name)

@@ -1,22 +1,24 @@
 """Async ingest over HTTP: `POST /ingest?async=true` answers 202 with a job; `GET /jobs/{id}` and
-`GET /jobs/{id}/events` (Server-Sent Events) follow it. Also the job manager's lifetime in the app.
+`GET /jobs/{id}/events` (Server-Sent Events) follow it, on any node when the job store is shared
+(PostgreSQL). Also the job manager's lifetime in the app.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Final
 
 from aiohttp import web
 
+from rhinobox.backends import make_job_store
 from rhinobox.errors import InvalidParameter, JobNotFound
 from rhinobox.http.ingest import body_chunks, file_result
 from rhinobox.http.keys import CATALOG, JOBS, METRICS, PIPELINE, SETTINGS
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.ingest.session import IngestReport
 from rhinobox.jobs.manager import JobEvent, JobManager, ResultSink
-from rhinobox.jobs.sqlite import job_store_for
 
 __all__ = [
     "ASYNC_PARAM",
@@ -44,7 +46,8 @@ SSE_IDLE_SECONDS: Final = 15.0  # a comment line this often keeps proxies from c
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job manager lives between the catalog's opening and closing (it writes through it)."""
     settings = app[SETTINGS]
-    store = job_store_for(app[CATALOG], settings.data_dir)
+    node_id = uuid.uuid4().hex  # new at every start: a shared store tells live nodes apart by lease
+    store = make_job_store(settings, app[CATALOG], node_id)
     await store.open()
     manager = JobManager(store, ttl=settings.job_ttl, grace=settings.shutdown_timeout)
     try:

@@ -1,27 +1,26 @@
 """Categorization rules: MIME type (and extension as fallback) to `category/subtype`.
 
 Rules are immutable values; `Categorizer` holds the current one behind a read-write lock, so a
-`PUT /categories` swaps the whole set at once and readers never see half of an update.
+`PUT /categories` (or a change another node saved in the shared `RulesStore`) swaps the whole set at
+once and readers never see half of an update.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import asyncio
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from rhinobox.errors import InvalidRules
+from rhinobox.ingest.rules_store import RULES_FILENAME, FileRulesStore, RulesStore, StoredRules
 from rhinobox.ingest.rwlock import ReadWriteLock
 
-__all__ = ["DEFAULT_RULES", "Categorizer", "CategoryRules"]
+__all__ = ["DEFAULT_RULES", "RULES_FILENAME", "Categorizer", "CategoryRules"]
 
 MAX_RULES: Final = 10_000
-RULES_FILENAME: Final = "categories.json"
 _MIME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9.+_-]*/(\*|[a-z0-9][a-z0-9.+_-]*)")
 _EXTENSION_PATTERN: Final = re.compile(r"\.[a-z0-9]{1,16}")
 _CATEGORY_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]*(/([a-z0-9.+_-]+|\{subtype\}))+")
@@ -161,22 +160,34 @@ def _fill(template: str, mime: str) -> str:
 
 
 class Categorizer:
-    """The current rules, swappable at run time and persisted in the data directory."""
+    """The current rules, swappable at run time, saved in a `RulesStore` (if given) before they apply."""
 
-    def __init__(self, rules: CategoryRules, store_path: Path | None = None) -> None:
+    def __init__(self, rules: CategoryRules, store: RulesStore | None = None, version: int = 0) -> None:
         self._rules = rules
+        self._version = version
         self._lock = ReadWriteLock()
-        self._replacing = threading.Lock()  # one replacement at a time: file and memory stay in step
-        self._store_path = store_path
+        self._store = store
+        # One change at a time (a PUT, or a reload seen by polling): store and memory stay in step,
+        # and a slow reload never swaps in a set older than one a PUT just saved.
+        self._changing = asyncio.Lock()
 
     @classmethod
     def load(cls, data_dir: Path) -> Categorizer:
-        """Rules saved by a previous `replace`, else the defaults."""
-        path = data_dir / RULES_FILENAME
-        rules = CategoryRules.parse(dict(DEFAULT_RULES))
-        if path.exists():
-            rules = CategoryRules.parse(json.loads(path.read_text("utf-8")))
-        return cls(rules, path)
+        """Rules saved in the data directory by a previous replacement, else the defaults (blocking)."""
+        store = FileRulesStore.in_data_dir(data_dir)
+        saved = store.read()
+        return cls(_parse_saved(saved), store, saved.version if saved else 0)
+
+    @classmethod
+    async def open(cls, store: RulesStore) -> Categorizer:
+        """Rules saved in `store`, else the defaults."""
+        saved = await store.load()
+        return cls(_parse_saved(saved), store, saved.version if saved else 0)
+
+    @property
+    def version(self) -> int:
+        """The store version of the rules in force (0: the defaults, never saved)."""
+        return self._version
 
     def categorize(self, mime: str, extension: str) -> str:
         with self._lock.read():
@@ -188,20 +199,40 @@ class Categorizer:
             return self._rules
 
     def replace(self, document: object) -> CategoryRules:
-        """Validate, persist, then swap in a new rule set; on any fault the old set stays."""
+        """Validate and swap in a new rule set in memory only (the stored set is `update`'s job)."""
         rules = CategoryRules.parse(document)
-        with self._replacing:
-            if self._store_path is not None:  # slow (fsync): done before the write lock, not under it
-                _write_atomically(self._store_path, json.dumps(rules.source, indent=1, sort_keys=True))
-            with self._lock.write():
-                self._rules = rules
+        self._swap(rules, self._version)
         return rules
 
+    async def update(self, document: object) -> CategoryRules:
+        """Validate, save, then swap in a new rule set; on any fault the old set stays, here and stored."""
+        rules = CategoryRules.parse(document)
+        async with self._changing:
+            version = self._version
+            if self._store is not None:
+                version = await self._store.save(rules.source)
+            self._swap(rules, version)
+        return rules
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    async def refresh(self) -> bool:
+        """Swap in the stored rules if another process changed them; True if it did.
+
+        A stored set that no longer parses (edited by hand) is not applied: raises `InvalidRules`.
+        """
+        if self._store is None or await self._store.version() == self._version:
+            return False
+        async with self._changing:
+            saved = await self._store.load()
+            if saved is None or saved.version == self._version:
+                return False
+            self._swap(CategoryRules.parse(saved.document), saved.version)
+        return True
+
+    def _swap(self, rules: CategoryRules, version: int) -> None:
+        # Readers hold the lock for one lookup, so the write lock is quick to get even on the event loop.
+        with self._lock.write():
+            self._rules, self._version = rules, version
+
+
+def _parse_saved(saved: StoredRules | None) -> CategoryRules:
+    return CategoryRules.parse(saved.document if saved is not None else dict(DEFAULT_RULES))

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["ingest_raw", "record_known"]
 
 
-
 async def record_known(pipeline: IngestPipeline, digest: str, name: str, claimed_type: str | None) -> FileEntry | None:
     """Record an upload of an already stored blob without its bytes; None if the blob is not stored.
 

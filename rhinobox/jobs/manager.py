@@ -3,16 +3,21 @@
 A job's row is written before its request is answered (so it can never be silently lost), each file's
 result is appended as it becomes final (so an interrupted job still lists what it committed), and the
 final state is written before live watchers get their last event.
+
+With a shared store (several nodes on one PostgreSQL), each node renews a lease on the jobs it runs and
+marks interrupted the jobs whose lease ran out (their node died); a watcher of a job that runs on
+another node follows it by polling the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -20,7 +25,17 @@ from rhinobox.errors import RhinoBoxError
 from rhinobox.jobs.model import FileResult, Job, JobError, JobState
 from rhinobox.jobs.store import JobStore
 
-__all__ = ["EVENT_END", "EVENT_PROGRESS", "EVENT_STATE", "JobEvent", "JobManager", "JobWork", "ResultSink"]
+__all__ = [
+    "EVENT_END",
+    "EVENT_PROGRESS",
+    "EVENT_STATE",
+    "HEARTBEAT_INTERVAL",
+    "LEASE_HEARTBEATS",
+    "JobEvent",
+    "JobManager",
+    "JobWork",
+    "ResultSink",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +45,10 @@ EVENT_END: Final = "end"  # always last: the final record, with every result
 SWEEP_INTERVAL_MAX: Final = 60.0  # seconds between expiry sweeps (less when the TTL is shorter)
 INTERRUPTED_AT_START: Final = JobError("interrupted", "the server stopped before the job finished")
 INTERRUPTED_AT_STOP: Final = JobError("interrupted", "the server shut down before the job finished")
+INTERRUPTED_LEASE: Final = JobError("interrupted", "the node running the job stopped before it finished")
+HEARTBEAT_INTERVAL: Final = 2.0  # seconds between lease renewals of this node's jobs (shared stores)
+LEASE_HEARTBEATS: Final = 3  # a job whose node missed this many heartbeats is taken for abandoned
+FOLLOW_INTERVAL: Final = 0.5  # seconds between store reads for a watcher of another node's job
 
 ResultSink = Callable[[FileResult], None]
 JobWork = Callable[[ResultSink], Awaitable[None]]
@@ -65,32 +84,56 @@ class _LiveJob:
 class JobManager:
     """Owns every running job of one app; `close` lets them finish (up to `grace`) or interrupts them."""
 
-    def __init__(self, store: JobStore, *, ttl: float, grace: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        ttl: float,
+        grace: float,
+        clock: Callable[[], float] = time.time,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        follow_interval: float = FOLLOW_INTERVAL,
+    ) -> None:
         self._store = store
         self._ttl = ttl
         self._grace = grace
         self._clock = clock
+        self._heartbeat = heartbeat
+        self._lease = heartbeat * LEASE_HEARTBEATS
+        self._follow_interval = follow_interval
         self._live: dict[str, _LiveJob] = {}
+        self._owned: set[str] = set()  # created here and not yet ended: the jobs this node holds a lease on
+        self._followers: set[asyncio.Event] = set()  # stop signals of watchers following other nodes' jobs
         self._sweeper: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Mark jobs an earlier process left unfinished as interrupted, drop expired ones, start sweeping."""
         now = self._clock()
-        interrupted = await self._store.interrupt_unfinished(now, INTERRUPTED_AT_START)
+        error = INTERRUPTED_LEASE if self._store.shared else INTERRUPTED_AT_START
+        interrupted = await self._store.interrupt_unfinished(now, error, lease=self._lease)
         if interrupted:
             log.warning("marked %d unfinished job(s) from an earlier run as interrupted", interrupted)
         await self._store.expire(now - self._ttl)
         self._sweeper = asyncio.create_task(self._sweep(), name="rhinobox-job-sweeper")
+        if self._store.shared:
+            self._renewer = asyncio.create_task(self._renew_leases(), name="rhinobox-job-leases")
 
     async def create(self) -> Job:
         """A new queued job, durably recorded; `start` it once its input is received, or `discard` it."""
         now = self._clock()
         job = Job(id=uuid.uuid4().hex, state=JobState.QUEUED, created_at=now, updated_at=now)
-        await self._store.save(job, [])
+        self._owned.add(job.id)  # leased from now on: receiving a large body can take a while
+        try:
+            await self._store.save(job, [])
+        except BaseException:
+            self._owned.discard(job.id)
+            raise
         return job
 
     async def discard(self, job: Job) -> None:
         """Forget a job whose request failed before it was answered (the client never saw its id)."""
+        self._owned.discard(job.id)
         try:
             await self._store.delete(job.id)
         except Exception:
@@ -107,19 +150,25 @@ class JobManager:
         live = self._live.get(job_id)
         if live is not None:
             return live.job
+        job = await self._store.load(job_id, results=False)  # a running job's answer lists no results
+        if job is None or not job.final:
+            return job
         return await self._store.load(job_id)
 
     async def events(self, job_id: str, idle: float) -> AsyncGenerator[JobEvent | None, None] | None:
         """The job's events from now on (state first, end last); None items mark `idle` quiet seconds.
 
-        Returns None for an unknown job. A job that already ended yields its state and its end.
+        Returns None for an unknown job. A job that already ended yields its state and its end; a job
+        another node runs (shared store) is followed in the store.
         """
         live = self._live.get(job_id)
         if live is None:
             job = await self._store.load(job_id)
             if job is None:
                 return None
-            return _ended(job)
+            if job.final or not self._store.shared:
+                return _ended(job)
+            return self._follow(job, idle)
         queue: asyncio.Queue[WatchItem] = asyncio.Queue()
         # Snapshot and subscription happen in one step of the loop: no event falls between them.
         first = JobEvent(EVENT_STATE, live.job.summary())
@@ -131,6 +180,8 @@ class JobManager:
         for live in self._live.values():
             for queue in live.watchers:
                 queue.put_nowait(_STOP)
+        for stop in self._followers:
+            stop.set()
 
     async def close(self) -> None:
         """Give running jobs up to `grace` seconds, interrupt the rest, and stop sweeping."""
@@ -140,11 +191,12 @@ class JobManager:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        for background in (self._sweeper, self._renewer):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+        self._sweeper = self._renewer = None
 
     # -- running ---------------------------------------------------------------------------
 
@@ -176,6 +228,7 @@ class JobManager:
         for queue in live.watchers:
             queue.put_nowait(end)
         del self._live[job.id]
+        self._owned.discard(job.id)
 
     def _on_result(self, live: _LiveJob, result: FileResult) -> None:
         job = live.job
@@ -221,6 +274,85 @@ class JobManager:
                 continue
             if expired:
                 log.info("expired %d job(s) older than %ss", expired, self._ttl)
+
+    async def _renew_leases(self) -> None:
+        """Keep this node's jobs leased, and interrupt jobs whose node stopped renewing theirs."""
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            try:
+                await self._store.heartbeat(sorted(self._owned))
+                abandoned = await self._store.interrupt_unfinished(self._clock(), INTERRUPTED_LEASE, lease=self._lease)
+            except Exception:
+                log.exception("could not renew job leases")
+                continue
+            if abandoned:
+                log.warning("marked %d job(s) of a node that stopped as interrupted", abandoned)
+
+    async def _reread(self, job_id: str, known: int) -> Job | None:
+        """The job as stored; its results are read only once there are more than `known` or it ended."""
+        job = await self._store.load(job_id, results=False)
+        if job is None or (job.done <= known and not job.final):
+            return job
+        return await self._store.load(job_id)
+
+    async def _follow(self, first: Job, idle: float) -> AsyncGenerator[JobEvent | None, None]:
+        """Another node's job, read from the store until it ends: state, a progress per file, end."""
+        stop = asyncio.Event()
+        self._followers.add(stop)
+        try:
+            yield JobEvent(EVENT_STATE, first.summary())
+            recorded = list(first.results)
+            seen = {int(r["index"]) for r in recorded}
+            quiet_since = time.monotonic()
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._follow_interval)
+                if stop.is_set():
+                    return
+                try:
+                    job = await self._reread(first.id, len(recorded))
+                except Exception:
+                    log.exception("could not read job %s", first.id)
+                    continue
+                if job is None:
+                    return  # expired (or deleted) meanwhile
+                new = [r for r in job.results if int(r["index"]) not in seen]
+                for event in _progress(job, recorded, new):
+                    yield event
+                seen.update(int(r["index"]) for r in new)
+                recorded.extend(new)
+                if job.final:
+                    yield JobEvent(EVENT_END, job.as_json())
+                    return
+                if new:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= idle:
+                    quiet_since = time.monotonic()
+                    yield None
+        finally:
+            self._followers.discard(stop)
+
+
+def _progress(job: Job, earlier: Sequence[FileResult], new: Sequence[FileResult]) -> Iterator[JobEvent]:
+    """A progress event per newly recorded result, with the counts as they stood right after it."""
+    state = JobState.RUNNING if job.final else job.state  # `end` is what announces the final state
+    tally = dataclasses.replace(
+        job,
+        state=state,
+        done=0,
+        stored=0,
+        duplicate=0,
+        failed=0,
+        processed_bytes=0,
+        finished_at=None,
+        error=None,
+        results=[],
+    )
+    for result in earlier:
+        tally.count(result)
+    for result in new:
+        tally.count(result)
+        yield JobEvent(EVENT_PROGRESS, {**tally.summary(), "result": result})
 
 
 async def _ended(job: Job) -> AsyncGenerator[JobEvent | None, None]:

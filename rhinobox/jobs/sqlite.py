@@ -88,6 +88,8 @@ def _job_of(row: Sequence[Any]) -> Job:
 class SQLiteJobStore:
     """A `JobStore` on one SQLite file; `writer` runs a write job in a transaction (or we use our own)."""
 
+    shared: Final = False  # the data dir lock keeps other processes out
+
     def __init__(self, path: Path, writer: Writer | None = None) -> None:
         self.path = path
         self._shared_writer = writer
@@ -159,18 +161,23 @@ class SQLiteJobStore:
 
         await self._write(write)
 
-    async def load(self, job_id: str) -> Job | None:
+    async def load(self, job_id: str, *, results: bool = True) -> Job | None:
         db = self._read()
         async with db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)) as cursor:
             row = await cursor.fetchone()
         if row is None:
             return None
         job = _job_of(row)
+        if not results:
+            return job
         async with db.execute("SELECT result FROM job_results WHERE job_id = ? ORDER BY idx", (job_id,)) as cursor:
             job.results = [json.loads(r[0]) for r in await cursor.fetchall()]
         return job
 
-    async def interrupt_unfinished(self, now: float, error: JobError) -> int:
+    async def heartbeat(self, job_ids: Sequence[str]) -> None:
+        return None  # one process per data dir: its jobs cannot be taken for abandoned
+
+    async def interrupt_unfinished(self, now: float, error: JobError, *, lease: float) -> int:
         marks = ",".join("?" * len(_UNFINISHED))
 
         async def write(db: aiosqlite.Connection) -> int:
