@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -121,5 +123,33 @@ async def test_migration_4_indexes_existing_names(tmp_path: Path) -> None:
         assert await catalog.delete_blob(digest(0))
         found = await catalog.list_blobs(BlobQuery(name="needle"), limit=10)
         assert [b.digest for b in found.blobs] == [digest(2), digest(1)]
+    finally:
+        await catalog.close()
+
+
+async def test_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
+    """Commits leave their pages in the WAL; the background task folds them into the database file."""
+    path = tmp_path / "c.sqlite3"
+    catalog = SQLiteCatalog(path, durable=False)
+    await catalog.open()
+
+    def rows_in_database_file() -> int:
+        # immutable=1 reads the main file alone, ignoring the WAL: what a checkpoint has copied so far.
+        with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as db:
+            return int(db.execute("SELECT count(*) FROM uploads").fetchone()[0])
+
+    try:
+        await asyncio.sleep(1.2)  # let the checkpoint of the migrations pass
+        records = [upload(n, name=f"n{n}.png") for n in range(2000)]
+        began = asyncio.get_running_loop().time()
+        for start in range(0, len(records), 100):
+            await catalog.record_uploads(records[start : start + 100])
+        if asyncio.get_running_loop().time() - began < 0.7:  # no background checkpoint could run meanwhile
+            assert rows_in_database_file() < 2000  # so the commits themselves did not checkpoint
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if rows_in_database_file() == 2000:
+                break
+        assert rows_in_database_file() == 2000
     finally:
         await catalog.close()

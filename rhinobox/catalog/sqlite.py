@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
@@ -29,10 +31,14 @@ from rhinobox.catalog.sqlite_schema import NAME_BLOB_LIMIT, NAME_SLOTS, migrate
 
 __all__ = ["SQLiteCatalog"]
 
+log = logging.getLogger(__name__)
+
 CATALOG_FILENAME: Final = "catalog.sqlite3"
 BUSY_TIMEOUT_MS: Final = 30_000
 LOOKUP_CHUNK: Final = 500  # stays under SQLite's bound-parameter limit
 CLOSE_DRAIN_POLLS: Final = 500  # x 10 ms: how long close waits for queued writes
+CHECKPOINT_SECONDS: Final = 1.0
+WAL_BACKSTOP_PAGES: Final = 20_000  # about 80 MiB of WAL
 MAX_ID: Final = 2**63 - 1  # a cursor past any id lists from the newest (SQLite integers are 64-bit)
 TRIGRAM: Final = 3  # shortest name the trigram index can search; shorter ones scan blobs newest first
 
@@ -68,6 +74,8 @@ class SQLiteCatalog:
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[tuple[WriteJob, asyncio.Future[object]]] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
         self.commits = 0
 
     @classmethod
@@ -78,9 +86,25 @@ class SQLiteCatalog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
         await self._writer.execute("PRAGMA journal_mode=WAL")
+        # Checkpoints run beside the writer (below), not inside a commit: SQLite's default of one
+        # every 1,000 pages stalls the committing request for the whole checkpoint. This limit is
+        # only a backstop in case the background checkpoints fall behind.
+        await self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
         await migrate(self._writer)
         self._reader = await self._connect()
+        self._checkpointer = await self._connect()
         self._writer_task = asyncio.create_task(self._write_loop(), name="rhinobox-catalog-writer")
+        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="rhinobox-catalog-checkpoint")
+
+    async def _checkpoint_loop(self) -> None:
+        """Copy committed WAL frames into the database now and then, without blocking the writer."""
+        assert self._checkpointer is not None
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("background WAL checkpoint failed: %s", exc)
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -99,10 +123,15 @@ class SQLiteCatalog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
-        for db in (self._reader, self._writer):
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
+        for db in (self._checkpointer, self._reader, self._writer):
             if db is not None:
                 await db.close()
-        self._reader = self._writer = None
+        self._checkpointer = self._reader = self._writer = None
 
     async def ping(self) -> None:
         async with self._read().execute("SELECT 1") as cursor:
