@@ -22,6 +22,10 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _RECORD_ATTRS: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 FIELDS: Final = "fields"  # `extra={"fields": {...}}`: structured fields in their given order (the fast way)
 _ENCODER: Final = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+# Code points JSON leaves raw but line-splitting tools (str.splitlines, some shippers, JavaScript)
+# take as line breaks: escaped, so a request path can never split one record into several lines.
+# (Control characters below U+0020 are escaped by the encoder already.)
+_LINE_BREAKS: Final = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,7 +57,8 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return _ENCODER.encode(entry)
+        line = _ENCODER.encode(entry)
+        return line if line.isascii() else line.translate(_LINE_BREAKS)
 
     def _timestamp(self, created: float) -> str:
         """RFC 3339 in UTC with milliseconds (the date part is formatted once per second)."""

@@ -5,11 +5,17 @@ blobs aside to `<data_dir>/quarantine/` (a re-upload of the same content then st
 instead of deduplicating against the bad one), drops catalog entries whose blob is gone, and moves
 orphans (blobs no catalog entry points at) aside too. Repair only while no server writes to the
 data dir (the command takes the data dir lock): the server's per-hash locks do not reach here.
+
+Dropping catalog entries destroys names and history, so repair is refused (`RepairRefused`) when the
+blob store looks absent rather than damaged (empty while the catalog is not, or more than a small
+share of entries missing) unless forced, and every dropped row is first written to
+`quarantine/removed-<timestamp>.jsonl`, from which `removed_records` rebuilds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -21,14 +27,26 @@ from typing import Any, Final
 import blake3
 
 from rhinobox.blobs.store import BlobStore
-from rhinobox.catalog.base import Catalog
+from rhinobox.catalog.base import MAX_PAGE, Catalog, UploadRecord
 
-__all__ = ["QUARANTINE_DIRNAME", "VerifyReport", "quarantine_path", "verify"]
+__all__ = [
+    "QUARANTINE_DIRNAME",
+    "RepairRefused",
+    "VerifyReport",
+    "quarantine_path",
+    "removed_records",
+    "repair_refusal",
+    "verify",
+]
 
 QUARANTINE_DIRNAME: Final = "quarantine"
 HASH_CONCURRENCY: Final = 4  # blobs hashed at once: keeps an NVMe queue busy without starving a server
 READ_CHUNK: Final = 1024 * 1024
 LOOKUP_BATCH: Final = 1000
+# Repair refuses to drop more entries than this (both limits exceeded) without --force: that many
+# losses at once is an unmounted or mis-pointed blob directory far more often than real damage.
+REFUSE_DROP_SHARE: Final = 0.10
+REFUSE_DROP_COUNT: Final = 10
 
 Progress = Callable[[int, int, int], None]  # (blobs hashed, blobs to hash, bytes hashed)
 
@@ -47,6 +65,7 @@ class VerifyReport:
     orphans: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
     uncatalogued: list[str] = field(default_factory=list)
+    removed_log: str | None = None  # where repair wrote the catalog rows it dropped
     seconds: float = 0.0
 
     @property
@@ -57,6 +76,27 @@ class VerifyReport:
         return {**asdict(self), "problems": self.problems}
 
 
+class RepairRefused(Exception):
+    """Repair would drop too much of the catalog to be a repair; the report says what was found."""
+
+    def __init__(self, reason: str, report: VerifyReport) -> None:
+        super().__init__(reason)
+        self.report = report
+
+
+def repair_refusal(report: VerifyReport) -> str | None:
+    """Why dropping this report's dead entries looks like a missing store, not damage (None if it does not)."""
+    dropping = len(set(report.missing) | set(report.corrupt))
+    if report.stored == 0 and report.catalogued > 0:
+        return f"the blob store is empty but the catalog has {report.catalogued} entries"
+    if dropping > REFUSE_DROP_COUNT and dropping > REFUSE_DROP_SHARE * report.catalogued:
+        return (
+            f"{dropping} of {report.catalogued} catalog entries have no intact blob "
+            f"(more than {REFUSE_DROP_SHARE:.0%} and more than {REFUSE_DROP_COUNT})"
+        )
+    return None
+
+
 async def verify(
     store: BlobStore,
     catalog: Catalog,
@@ -64,10 +104,15 @@ async def verify(
     *,
     sample: int | None = None,
     repair: bool = False,
+    force: bool = False,
     progress: Progress | None = None,
     rng: random.Random | None = None,
 ) -> VerifyReport:
-    """Compare store and catalog, rehash every blob (or `sample` random ones), and optionally repair."""
+    """Compare store and catalog, rehash every blob (or `sample` random ones), and optionally repair.
+
+    Raises `RepairRefused` (having changed nothing) if repair looks like wiping the catalog and
+    `force` is not set.
+    """
     started = time.monotonic()
     report = VerifyReport()
     loop = asyncio.get_running_loop()
@@ -86,6 +131,10 @@ async def verify(
     report.corrupt = await _rehash(store, to_hash, report, progress)
 
     if repair:
+        reason = None if force else repair_refusal(report)
+        if reason is not None:
+            report.seconds = round(time.monotonic() - started, 3)
+            raise RepairRefused(reason, report)
         await _repair(store, catalog, quarantine_dir, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report
@@ -153,7 +202,13 @@ def hash_file(path: Path) -> tuple[str, int]:
 
 
 async def _repair(store: BlobStore, catalog: Catalog, quarantine_dir: Path, report: VerifyReport) -> None:
-    """Catalog entry first, then the bytes (as DELETE does): a crash midway leaves an orphan, never a dangling entry."""
+    """Catalog entry first, then the bytes (as DELETE does): a crash midway leaves an orphan, never a dangling entry.
+
+    The entries about to be dropped are saved first, so a mistaken repair can be undone.
+    """
+    dropping = sorted(set(report.corrupt) | set(report.missing))
+    if dropping:
+        report.removed_log = str(await _save_rows(catalog, quarantine_dir, dropping))
     for digest in report.corrupt:
         if await catalog.delete_blob(digest):
             report.uncatalogued.append(digest)
@@ -168,6 +223,65 @@ async def _repair(store: BlobStore, catalog: Catalog, quarantine_dir: Path, repo
     await store.flush()
     report.quarantined.sort()
     report.uncatalogued.sort()
+
+
+async def _save_rows(catalog: Catalog, quarantine_dir: Path, digests: list[str]) -> Path:
+    """Write the blob row and upload rows of `digests` as JSON lines (fsynced) to a new file in quarantine."""
+    lines: list[str] = []
+    for digest in digests:
+        blob = await catalog.get_blob(digest)
+        if blob is None:
+            continue
+        lines.append(json.dumps({"kind": "blob", **asdict(blob)}))
+        after: int | None = None
+        while page := await catalog.list_uploads(digest, after=after, limit=MAX_PAGE):
+            lines.extend(json.dumps({"kind": "upload", "digest": digest, **asdict(upload)}) for upload in page)
+            after = page[-1].id
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return await asyncio.get_running_loop().run_in_executor(None, _write_log, quarantine_dir, stamp, lines)
+
+
+def _write_log(quarantine_dir: Path, stamp: str, lines: list[str]) -> Path:
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    target = quarantine_path(quarantine_dir, f"removed-{stamp}.jsonl", existing=os.listdir(quarantine_dir))
+    with open(target, "x", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+    directory = os.open(quarantine_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return target
+
+
+def removed_records(path: Path) -> list[UploadRecord]:
+    """The upload records a repair's `removed-*.jsonl` saved, ready for `Catalog.record_uploads`."""
+    blobs: dict[str, dict[str, Any]] = {}
+    records: list[UploadRecord] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row["kind"] == "blob":
+                blobs[row["digest"]] = row
+                continue
+            blob = blobs[row["digest"]]
+            records.append(
+                UploadRecord(
+                    digest=row["digest"],
+                    size=blob["size"],
+                    mime=blob["mime"],
+                    blob_category=blob["category"],
+                    category=row["category"],
+                    name=row["name"],
+                    hint=row["hint"],
+                    comment=row["comment"],
+                    claimed_type=row["claimed_type"],
+                    uploaded_at=row["uploaded_at"],
+                )
+            )
+    return records
 
 
 async def _move_aside(store: BlobStore, digest: str, quarantine_dir: Path) -> bool:

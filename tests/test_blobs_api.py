@@ -336,3 +336,11 @@ async def test_a_digest_field_applies_to_the_next_file_only(client: Client, data
     assert [r["status"] for r in results] == ["stored", "error", "stored"]  # type: ignore[index]
     assert results[1]["error"]["code"] == "digest_mismatch"  # type: ignore[index]
     assert set(blob_files(data_dir)) == {blake3_hex(first), blake3_hex(third)}
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"hashes": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"])
+async def test_missing_deeply_nested_body_is_400(client: Client, data_dir: Path, body: bytes) -> None:
+    response = await client.post("/blobs/missing", data=body, headers={"Content-Type": "application/json"})
+    await assert_error(response, 400, "invalid_body")
+    assert blob_files(data_dir) == {}
+    assert (await client.post("/blobs/missing", json={"hashes": []})).status == 200

@@ -167,3 +167,14 @@ def test_rwlock_writer_excludes_readers_and_other_writers() -> None:
     for thread in threads:
         thread.join()
     assert violations == []
+
+
+async def test_deeply_nested_rule_set_is_400_and_old_rules_stay(client: Client) -> None:
+    before = await (await client.get("/categories")).json()
+    body = b'{"mime": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await client.put("/categories", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_rules"
+    assert "nested" in error["message"]
+    assert await (await client.get("/categories")).json() == before

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from rhinobox.app import create_app
 from rhinobox.client import (
     FileResult,
     JobEvent,
@@ -26,6 +27,8 @@ from rhinobox.client import (
     ServerError,
     hash_file,
 )
+from rhinobox.client.uploader import Uploader, UploadItem, UploadOptions
+from tests.conftest import make_settings
 from tests.helpers import blake3_hex, blob_files
 from tests.samples import make_sample
 from tests.server_process import RhinoBoxProcess
@@ -309,3 +312,186 @@ def test_the_documented_example_runs_against_a_real_server(tmp_path: Path) -> No
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("known: duplicate") == 3
     assert "end 3" not in second.stdout
+
+
+class CuttingProxy:
+    """A real TCP proxy that, for the first `cut` connections, relays the request but hangs up as
+    soon as the server starts answering: the server has done the work, the client never hears of it."""
+
+    def __init__(self, upstream: str, cut: int = 1) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.cut = cut
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        cut = self.connections <= self.cut
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        forward = asyncio.create_task(_pump(reader, up_writer))
+        try:
+            if cut:
+                await up_reader.read(1)  # the server answered: it committed whatever was asked
+            else:
+                await _pump(up_reader, writer)
+        finally:
+            forward.cancel()
+            writer.close()
+            up_writer.close()
+
+
+async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    while data := await source.read(65536):
+        sink.write(data)
+        await sink.drain()
+
+
+async def test_a_post_cut_off_after_the_server_committed_is_not_sent_again(client: Client, tmp_path: Path) -> None:
+    """POST /ingest and DELETE are not idempotent: an error after sending surfaces, it is not retried."""
+    upload = tmp_path / "once.txt"
+    upload.write_text("recorded exactly once\n")
+    other = tmp_path / "job.txt"
+    other.write_text("one job, not two\n")
+    digest = hash_file(upload)[0]
+    async with RhinoBoxClient(base_url(client)) as direct:
+        async with CuttingProxy(base_url(client)) as url, RhinoBoxClient(url, retry=FAST_RETRY) as rb:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await rb.ingest([upload])
+        meta = await direct.meta(digest)
+        assert [u.name for u in meta.uploads] == ["once.txt"]  # the server stored it, once
+
+        proxy = CuttingProxy(base_url(client))
+        async with proxy as url, RhinoBoxClient(url, retry=FAST_RETRY) as rb:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await rb.ingest_async([other])
+        assert proxy.connections == 1  # no second job was started
+
+        async with CuttingProxy(base_url(client)) as url, RhinoBoxClient(url, retry=FAST_RETRY) as rb:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await rb.delete(digest)  # not retried into a misleading not_found
+        with pytest.raises(ServerError) as gone:
+            await direct.meta(digest)
+        assert gone.value.code == "not_found"
+
+        # Idempotent requests still retry through the same failure.
+        proxy = CuttingProxy(base_url(client))
+        async with proxy as url, RhinoBoxClient(url, retry=FAST_RETRY) as rb:
+            assert (await rb.health())["status"] == "ok"
+            assert (await rb.put_blob(upload)).status == "stored"
+        assert proxy.connections == 2  # health: cut, then answered on a new connection the PUT reused
+
+
+async def test_a_refused_post_is_retried_until_the_server_is_up(tmp_path: Path) -> None:
+    """A refused connection proves the request never arrived: even POST /ingest retries it."""
+    upload = tmp_path / "late.txt"
+    upload.write_text("sent once the server listens\n")
+    port = free_port()
+    app = create_app(make_settings(tmp_path / "data"))
+
+    async def start_late() -> web.AppRunner:
+        await asyncio.sleep(0.3)
+        return await serve(app, port)
+
+    starter = asyncio.create_task(start_late())
+    try:
+        async with RhinoBoxClient(f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=8, base=0.1)) as rb:
+            result = await rb.ingest([upload])
+            meta = await rb.meta(hash_file(upload)[0])
+    finally:
+        await (await starter).cleanup()
+    assert result.results[0].status == "stored"
+    assert len(meta.uploads) == 1
+
+
+async def test_a_retried_batch_counts_its_bytes_once(client: Client, tmp_path: Path) -> None:
+    """A real front server that reads the whole body, answers 503 once, then passes requests on."""
+    upstream = base_url(client)
+    posts: list[int] = []
+
+    async def ingest(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        posts.append(len(body))
+        if len(posts) % 2:  # every first attempt is refused after its body arrived
+            error = {"error": {"code": "overloaded", "message": "busy"}}
+            return web.json_response(error, status=503, headers={"Retry-After": "0"})
+        async with aiohttp.ClientSession() as session:
+            headers = {"Content-Type": request.headers["Content-Type"]}
+            async with session.post(upstream + "/ingest", data=body, headers=headers) as answer:
+                return web.json_response(await answer.json(), status=answer.status)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/ingest", ingest)
+    port = free_port()
+    runner = await serve(app, port)
+    paths = [tmp_path / f"f{n}.bin" for n in range(3)]
+    for n, path in enumerate(paths):
+        path.write_bytes(os.urandom(400_000 + n))
+    total = sum(p.stat().st_size for p in paths)
+
+    try:
+        async with RhinoBoxClient(f"http://127.0.0.1:{port}", retry=FAST_RETRY) as rb:
+            read: list[int] = []
+            result = await rb.ingest(paths[:1], on_read=read.append)
+            counted = _Counting()
+            report = await Uploader(rb, UploadOptions(skip_known=False), counted).run([(p, str(p)) for p in paths[1:]])
+    finally:
+        await runner.cleanup()
+    assert len(posts) == 4  # each body was sent in full, refused, and sent again
+    assert result.results[0].status == "stored"
+    assert sum(read) == paths[0].stat().st_size  # not twice the file
+    assert read.count(-paths[0].stat().st_size) == 1  # the refused attempt was taken back
+    assert [item.status for item in report.items] == ["stored", "stored"]
+    assert counted.total == total - paths[0].stat().st_size
+    assert counted.peak == counted.total  # the bar never ran past the batch
+
+
+class _Counting:
+    """An `UploadListener` that sums the bytes reported sent and remembers the highest sum."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.peak = 0
+
+    def planned(self, files: int, size: int) -> None:
+        pass
+
+    def hashed(self, item: UploadItem) -> None:
+        pass
+
+    def sent(self, size: int) -> None:
+        self.total += size
+        self.peak = max(self.peak, self.total)
+
+    def finished(self, item: UploadItem) -> None:
+        pass
+
+
+async def test_a_job_of_thousands_of_files_ends_with_every_result(client: Client, tmp_path: Path) -> None:
+    """The `end` event of a 2,500-file job is one data line far over aiohttp's readline limit."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    paths = [folder / f"note-{n:05}.txt" for n in range(2500)]
+    for n, path in enumerate(paths):
+        path.write_text(f"note {n}\n")
+    events: list[JobEvent] = []
+    async with RhinoBoxClient(base_url(client)) as rb:
+        ref = await rb.ingest_async(paths)
+        final = await rb.wait_for_job(ref.job, on_event=events.append)
+        async for event in rb.job_events(ref.job):  # a finished job: state, then end at once
+            events.append(event)
+    assert final.state == "done"
+    assert final.results is not None
+    assert [r.name for r in final.results] == [p.name for p in paths]
+    assert final.counts.stored == len(paths)
+    assert [e.kind for e in events].count("end") == 2  # both came over the event stream, not by polling
+    assert events[-1].status.results == final.results

@@ -15,11 +15,12 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from rhinobox.app import create_app
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.errors import RangeNotSatisfiable
-from rhinobox.http.files import CACHE_FOREVER, content_disposition, parse_byte_range
+from rhinobox.http.files import CACHE_FOREVER, BlobFileResponse, content_disposition, parse_byte_range
 from rhinobox.http.keys import STORE
 from rhinobox.settings import Settings
 from tests.conftest import AiohttpClient, make_settings
@@ -603,3 +604,157 @@ async def test_blob_missing_on_disk_is_404_without_paths(download_client: Client
     assert '"not_found"' in body
     assert str(data_dir) not in body
     assert "blobs/" not in body
+
+
+# -- blobs that vanish, huge numbers ---------------------------------------------------------
+
+
+async def test_download_racing_a_delete_is_a_json_404(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store found the file, then a DELETE removed it before it was opened: JSON 404, nothing cacheable."""
+    html = b"<!doctype html><html><body>hello</body></html>"
+    digest = await upload(client, html, "page.html")
+    store = client.app[STORE]
+    real = store.local_path
+
+    def racing(wanted: str) -> Path | None:
+        path = real(wanted)
+        store.delete(wanted)  # the concurrent DELETE lands here
+        return path
+
+    monkeypatch.setattr(store, "local_path", racing)
+    for method in ("GET", "HEAD"):
+        response = await client.request(method, f"/files/{digest}")
+        assert response.status == 404
+        assert "ETag" not in response.headers
+        assert response.headers.get("Cache-Control") != CACHE_FOREVER
+        assert response.headers["Content-Type"].startswith("application/json")
+        if method == "GET":
+            assert (await response.json())["error"]["code"] == "not_found"
+
+
+async def test_file_response_finding_no_file_sends_no_blob_headers(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """Defence in depth: if the file vanishes after the handler looked, aiohttp's own 404 is not cacheable."""
+    digest = "ab" * 32
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        headers: CIMultiDict[str] = CIMultiDict()
+        headers["Content-Type"] = "text/html"
+        headers["ETag"] = f'"{digest}"'
+        headers["Cache-Control"] = CACHE_FOREVER
+        headers["Content-Disposition"] = content_disposition("x.html")
+        return BlobFileResponse(tmp_path / "gone", digest, None, headers)
+
+    app = web.Application()
+    app.router.add_get("/blob", handler)
+    client = await aiohttp_client(app)
+    response = await client.get("/blob")
+    assert response.status == 404
+    for name in ("ETag", "Content-Disposition"):
+        assert name not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "text/html" not in response.headers.get("Content-Type", "")
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_head_and_get_agree_on_a_blob_missing_on_disk(
+    download_client: Client, data_dir: Path, method: str
+) -> None:
+    digest = await upload(download_client, PAYLOAD)
+    assert (await download_client.head(f"/files/{digest}")).status == 200
+    blob_files(data_dir)[digest].unlink()
+    response = await download_client.request(method, f"/files/{digest}")
+    assert response.status == 404
+    assert "ETag" not in response.headers
+    assert response.headers.get("Cache-Control") != CACHE_FOREVER
+
+
+HUGE = "9" * 5000  # past int()'s 4,300-digit limit (a header value may hold 8,190 bytes)
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "expected"),
+    [
+        (f"bytes={HUGE}-", 416, b""),  # starts past the end
+        (f"bytes={'9' * 3000}-{'9' * 3500}", 416, b""),
+        (f"bytes=0-{HUGE}", 206, PAYLOAD),  # the end is clipped
+        (f"bytes=-{HUGE}", 206, PAYLOAD),  # a suffix longer than the blob is all of it
+        (f"bytes={HUGE}-{'9' * 3000}", 200, PAYLOAD),  # last < first: malformed, ignored
+        (f"bytes={'0' * 4000}5-{'0' * 4000}9", 206, PAYLOAD[5:10]),  # leading zeros change nothing
+    ],
+)
+async def test_huge_range_numbers_are_read_exactly(
+    download_client: Client, header: str, status: int, expected: bytes
+) -> None:
+    digest = await upload(download_client, PAYLOAD)
+    response = await download_client.get(f"/files/{digest}", headers={"Range": header})
+    assert response.status == status
+    if status == 416:
+        assert response.headers["Content-Range"] == f"bytes */{SIZE}"
+    else:
+        assert await response.read() == expected
+
+
+@given(
+    first=st.one_of(st.none(), st.integers(0, 10**40)),
+    last=st.one_of(st.none(), st.integers(0, 10**40)),
+    size=st.integers(1, 5000),
+)
+def test_parse_byte_range_matches_the_rfc_for_long_numbers(first: int | None, last: int | None, size: int) -> None:
+    header = f"bytes={'' if first is None else first}-{'' if last is None else last}"
+    expected = model_range(header, size)
+    if expected == "416":
+        with pytest.raises(RangeNotSatisfiable):
+            parse_byte_range(header, size)
+    else:
+        assert parse_byte_range(header, size) == expected
+
+
+def test_huge_range_over_a_real_socket_with_curl(server: tuple[str, str]) -> None:
+    url, digest = server
+    status, headers, _ = curl("-H", f"Range: bytes={HUGE}-", f"{url}/files/{digest}")
+    assert (status, headers["content-range"]) == (416, f"bytes */{SIZE}")
+    status, _, body = curl("-H", f"Range: bytes=0-{HUGE}", f"{url}/files/{digest}")
+    assert (status, body) == (206, PAYLOAD)
+
+
+TOO_BIG = [str(2**63), HUGE]
+
+
+@pytest.mark.parametrize("name", ["min_size", "max_size", "cursor", "limit"])
+@pytest.mark.parametrize("value", TOO_BIG)
+async def test_listing_numbers_past_int64_are_400(client: Client, name: str, value: str) -> None:
+    await upload(client, PAYLOAD)
+    response = await client.get("/files", params={name: value})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_parameter"
+    assert len(error["message"]) < 200
+
+
+@pytest.mark.parametrize("name", ["min_size", "max_size", "cursor"])
+async def test_listing_accepts_the_largest_int64(client: Client, name: str) -> None:
+    digest = await upload(client, PAYLOAD)
+    response = await client.get("/files", params={name: str(2**63 - 1)})
+    assert response.status == 200, await response.text()
+    hashes = [f["hash"] for f in (await response.json())["files"]]
+    assert hashes == ([] if name == "min_size" else [digest])
+
+
+@pytest.mark.parametrize("value", [*TOO_BIG, "0" * 5000 + str(2**63)])
+async def test_meta_cursor_past_int64_is_400(client: Client, value: str) -> None:
+    digest = await upload(client, PAYLOAD)
+    response = await client.get(f"/files/{digest}/meta", params={"cursor": value})
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "invalid_parameter"
+
+
+def test_listing_numbers_past_int64_with_curl(server: tuple[str, str]) -> None:
+    url, digest = server
+    for query in (f"min_size={2**63}", f"cursor={HUGE}"):
+        status, _, body = curl(f"{url}/files?{query}")
+        assert status == 400
+        assert b'"invalid_parameter"' in body
+    status, _, body = curl(f"{url}/files/{digest}/meta?cursor={2**63}")
+    assert (status, b'"invalid_parameter"' in body) == (400, True)

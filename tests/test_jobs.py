@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
-from rhinobox.jobs import JobManager, JobState, SQLiteJobStore
-from rhinobox.jobs.manager import ResultSink
+from rhinobox.errors import Overloaded
+from rhinobox.http.keys import JOBS
+from rhinobox.jobs import FileResult, Job, JobManager, JobState, SQLiteJobStore
+from rhinobox.jobs.manager import (
+    FINAL_SAVE_ATTEMPTS,
+    WATCHER_QUEUE_MAX,
+    WATCHERS_PER_JOB_MAX,
+    WATCHERS_TOTAL_MAX,
+    ResultSink,
+)
 from tests.conftest import AiohttpClient, make_settings
 from tests.helpers import blake3_hex, blob_files, form, spool_files
 from tests.samples import SAMPLES, make_sample
@@ -277,3 +286,262 @@ async def test_the_async_flag_is_validated(client: Client, data_dir: Path) -> No
     sync = await client.post("/ingest?async=false", data=form([make_sample("png", 77)]))
     assert sync.status == 200
     assert (await sync.json())["results"][0]["status"] == "stored"
+
+
+# -- watchers: shared frames, caps, bounded queues, exception-safe registration -----------------------
+
+
+async def blocked_job(manager: JobManager, results: int = 0) -> tuple[str, asyncio.Event]:
+    """A job on `manager` that reports `results` files, then runs until the returned event is set."""
+    job = await manager.create()
+    release = asyncio.Event()
+
+    async def work(sink: ResultSink) -> None:
+        for index in range(results):
+            sink({"index": index, "name": f"f{index}", "status": "stored", "size": 1})
+        await release.wait()
+
+    manager.start_job(job, total=results + 1, received_bytes=10, work=work)
+    await asyncio.sleep(0)  # the job is running
+    return job.id, release
+
+
+async def open_manager(tmp_path: Path, store: SQLiteJobStore | None = None, **kwargs: Any) -> JobManager:
+    store = store or SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    await store.open()
+    manager = JobManager(store, ttl=3600, grace=kwargs.pop("grace", 1.0), **kwargs)
+    await manager.start()
+    return manager
+
+
+async def test_every_watcher_gets_the_same_event_serialized_once(tmp_path: Path) -> None:
+    manager = await open_manager(tmp_path)
+    job_id, release = await blocked_job(manager)
+    streams = [await manager.events(job_id, 60) for _ in range(3)]
+    assert all(stream is not None for stream in streams)
+    for stream in streams:
+        assert stream is not None
+        assert (await anext(stream)) is not None  # state
+    release.set()
+    ends = []
+    for stream in streams:
+        assert stream is not None
+        ends.append(await anext(stream))
+        await stream.aclose()
+    assert all(end is not None and end.kind == "end" for end in ends)
+    assert ends[0] is ends[1] is ends[2]  # one event object for every watcher
+    first = ends[0]
+    assert first is not None
+    assert first.frame() is first.frame()  # serialized once, then shared
+    assert first.frame().startswith(b"event: end\ndata: {")
+    await manager.close()
+
+
+async def test_watchers_past_the_per_job_cap_are_refused_503_until_one_leaves(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(tmp_path / "data")))
+    manager = client.app[JOBS]
+    job_id, release = await blocked_job(manager)
+    open_streams = []
+    for _ in range(WATCHERS_PER_JOB_MAX):
+        response = await client.get(f"/jobs/{job_id}/events")
+        assert response.status == 200
+        assert (await response.content.readuntil(b"\n\n")).startswith(b"id: 1\nevent: state\n")
+        open_streams.append(response)
+    refused = await client.get(f"/jobs/{job_id}/events")
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert (await refused.json())["error"]["code"] == "overloaded"
+    assert manager.watchers_of(job_id) == WATCHERS_PER_JOB_MAX
+
+    open_streams.pop().close()
+    for _ in range(100):
+        if manager.watchers_of(job_id) < WATCHERS_PER_JOB_MAX:
+            break
+        await asyncio.sleep(0.01)
+    again = await client.get(f"/jobs/{job_id}/events")
+    assert again.status == 200
+    release.set()
+    for response in [*open_streams, again]:
+        events = [kind async for kind, _ in read_events(response)]
+        assert events[-1] == "end"
+    assert manager.watchers == 0
+
+
+async def test_watchers_past_the_total_cap_are_refused(tmp_path: Path) -> None:
+    manager = await open_manager(tmp_path)
+    jobs = [await blocked_job(manager) for _ in range(-(-WATCHERS_TOTAL_MAX // WATCHERS_PER_JOB_MAX) + 1)]
+    streams = []
+    for index in range(WATCHERS_TOTAL_MAX):
+        stream = await manager.events(jobs[index // WATCHERS_PER_JOB_MAX][0], 60)
+        assert stream is not None
+        streams.append(stream)
+    with pytest.raises(Overloaded):
+        await manager.events(jobs[-1][0], 60)  # a job with no watcher yet: the total is what is full
+    await streams.pop().aclose()
+    last = await manager.events(jobs[-1][0], 60)
+    assert last is not None
+    for stream in [*streams, last]:
+        await stream.aclose()
+    assert manager.watchers == 0
+    for _, release in jobs:
+        release.set()
+    await manager.close()
+
+
+async def test_a_watcher_that_falls_too_far_behind_is_cut_off_and_can_reconnect(tmp_path: Path) -> None:
+    manager = await open_manager(tmp_path)
+    job = await manager.create()
+    release = asyncio.Event()
+    sinks: list[ResultSink] = []
+
+    async def work(sink: ResultSink) -> None:
+        sinks.append(sink)
+        await release.wait()
+
+    manager.start_job(job, total=WATCHER_QUEUE_MAX + 20, received_bytes=10, work=work)
+    await asyncio.sleep(0)
+    slow = await manager.events(job.id, 60)  # subscribed, but reads nothing while the job runs on
+    assert slow is not None
+    for index in range(WATCHER_QUEUE_MAX + 10):
+        sinks[0]({"index": index, "name": f"f{index}", "status": "stored", "size": 1})
+    received = [event async for event in slow]  # its state, then the stream just ends
+    assert [event.kind for event in received if event is not None] == ["state"]
+    await slow.aclose()
+    assert manager.watchers == 0
+
+    again = await manager.events(job.id, 60)  # reconnecting starts from the current state
+    assert again is not None
+    state = await anext(again)
+    assert state is not None
+    assert state.kind == "state"
+    assert state.data["counts"]["done"] == WATCHER_QUEUE_MAX + 10
+    release.set()
+    kinds = [event.kind async for event in again if event is not None]
+    assert kinds == ["end"]
+    await again.aclose()
+    await manager.close()
+
+
+async def test_a_stream_that_fails_before_it_starts_gives_its_place_back(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """`response.prepare` raising (here from an on_response_prepare hook) must not leave a watcher behind."""
+    app = create_app(make_settings(tmp_path / "data"))
+
+    async def refuse_event_streams(request: web.Request, response: web.StreamResponse) -> None:
+        if response.content_type == "text/event-stream":
+            raise ConnectionResetError("the client went away while the headers were sent")
+
+    app.on_response_prepare.append(refuse_event_streams)
+    client = await aiohttp_client(app)
+    manager = client.app[JOBS]
+    job_id, release = await blocked_job(manager)
+    for _ in range(3):
+        with contextlib.suppress(aiohttp.ClientError):
+            await client.get(f"/jobs/{job_id}/events")
+    assert manager.watchers_of(job_id) == 0
+    release.set()
+
+
+# -- recording the end: store failures and cancels while finishing -------------------------------------
+
+
+class FlakyStore(SQLiteJobStore):
+    """A real SQLite job store whose saves of a job's end fail `failures` times, or block once."""
+
+    def __init__(self, path: Path, failures: int = 0, block: bool = False) -> None:
+        super().__init__(path)
+        self.failures = failures
+        self.block = block
+        self.blocked = asyncio.Event()
+
+    async def save(self, job: Job, new_results: Sequence[FileResult]) -> None:
+        if job.final and self.block:
+            self.block = False
+            self.blocked.set()
+            await asyncio.Event().wait()  # hangs until cancelled
+        if job.final and self.failures > 0:
+            self.failures -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        await super().save(job, new_results)
+
+
+async def one_file_job(manager: JobManager) -> str:
+    job = await manager.create()
+
+    async def work(sink: ResultSink) -> None:
+        sink({"index": 0, "name": "a", "status": "stored", "size": 5})
+
+    manager.start_job(job, total=1, received_bytes=10, work=work)
+    return job.id
+
+
+async def wait_stored_state(store: SQLiteJobStore, job_id: str, seconds: float = 5.0) -> JobState | None:
+    for _ in range(int(seconds / 0.02)):
+        saved = await store.load(job_id, results=False)
+        if saved is not None and saved.final:
+            return saved.state
+        await asyncio.sleep(0.02)
+    saved = await store.load(job_id, results=False)
+    return None if saved is None else saved.state
+
+
+async def test_a_failed_final_save_is_retried(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "jobs.sqlite3", failures=1)
+    manager = await open_manager(tmp_path, store)
+    job_id = await one_file_job(manager)
+    assert await wait_stored_state(store, job_id) is JobState.DONE
+    saved = await store.load(job_id)
+    assert saved is not None
+    assert [r["index"] for r in saved.results] == [0]
+    await manager.close()
+    await store.close()
+
+
+async def test_an_end_the_store_refused_is_kept_in_memory_and_recorded_at_the_next_heartbeat(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "jobs.sqlite3", failures=FINAL_SAVE_ATTEMPTS)
+    manager = await open_manager(tmp_path, store, heartbeat=0.1)
+    job_id = await one_file_job(manager)
+    for _ in range(200):
+        if store.failures == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert store.failures == 0  # every attempt of the job's own end failed
+    job = await manager.get(job_id)
+    assert job is not None
+    assert job.state is JobState.DONE  # served from memory meanwhile, never `running`
+    assert await wait_stored_state(store, job_id) is JobState.DONE  # recorded by a later heartbeat
+    await manager.close()
+    await store.close()
+
+
+async def test_an_end_the_store_refused_until_shutdown_is_recorded_at_shutdown(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "jobs.sqlite3", failures=FINAL_SAVE_ATTEMPTS)
+    manager = await open_manager(tmp_path, store, heartbeat=3600)  # no tick before the shutdown
+    job_id = await one_file_job(manager)
+    for _ in range(200):
+        if store.failures == 0:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    stored = await store.load(job_id, results=False)
+    assert stored is not None
+    assert stored.state is JobState.RUNNING
+    await manager.close()
+    assert await wait_stored_state(store, job_id, 0) is JobState.DONE
+    await store.close()
+
+
+async def test_a_cancel_while_the_end_is_being_recorded_still_records_it(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "jobs.sqlite3", block=True)
+    manager = await open_manager(tmp_path, store, grace=0.1, heartbeat=3600)
+    job_id = await one_file_job(manager)
+    await asyncio.wait_for(store.blocked.wait(), 5)  # the job is finishing: its final save hangs
+    await manager.close()  # the grace runs out: the cancel lands in the final save
+    saved = await store.load(job_id)
+    await store.close()
+    assert saved is not None
+    assert saved.state is JobState.DONE
+    assert [r["index"] for r in saved.results] == [0]

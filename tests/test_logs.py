@@ -61,6 +61,20 @@ def test_records_are_json_lines_with_extra_fields_and_request_id(root_logger: lo
     assert "ValueError: boom" in second["exc"]
 
 
+@pytest.mark.parametrize("breaker", ["\u2028", "\u2029", "\x85", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1e"])
+def test_line_breaking_code_points_never_split_a_record(root_logger: logging.Logger, breaker: str) -> None:
+    stream = io.StringIO()
+    setup_logging("info", stream)
+    path = f"/files/a{breaker}b"
+    logging.getLogger("rhinobox.access").info("GET %s", path, extra={"fields": {"path": path, "name": "café"}})
+    text = stream.getvalue()
+    assert len(text.splitlines()) == 1
+    assert breaker not in text.removesuffix("\n")  # the handler's own terminator ends the line
+    (line,) = lines_of(stream)
+    assert (line["msg"], line["path"], line["name"]) == (f"GET {path}", path, "café")
+    assert "café" in text  # other non-ASCII text stays readable
+
+
 def test_level_setting_filters(root_logger: logging.Logger) -> None:
     stream = io.StringIO()
     setup_logging("warning", stream)
@@ -86,6 +100,10 @@ async def test_real_server_logs_json_access_lines_with_request_ids(tmp_path: Pat
                 bad_id = response.headers["X-Request-ID"]
                 assert bad_id != 'x y"z'
                 assert (await response.json())["error"]["code"] == "not_found"
+            # Code points that line-splitting tools take as line breaks stay inside one line.
+            async with session.get("/nope/a%E2%80%A8b%C2%85c%E2%80%A9d") as response:
+                assert response.status == 404
+                breaks_id = response.headers["X-Request-ID"]
         # A malformed request is answered by aiohttp before routing: still one clean access line.
         address = urlsplit(server.url)
         with socket.create_connection((address.hostname, address.port)) as raw:
@@ -102,6 +120,7 @@ async def test_real_server_logs_json_access_lines_with_request_ids(tmp_path: Pat
     assert access[ingest_id]["bytes_sent"] > 0
     assert access[ingest_id]["duration_ms"] >= 0
     assert access[bad_id]["status"] == 404
+    assert access[breaks_id]["path"] == "/nope/a\u2028b\x85c\u2029d"
     assert access[bad_id]["route"] == "unmatched"
     assert any(line["status"] == 400 and line["route"] == "unmatched" for line in access.values())
     assert not [line for line in lines if line["level"] == "error"]

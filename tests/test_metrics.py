@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rhinobox.app import create_app
 from rhinobox.http.keys import PIPELINE
+from rhinobox.http.metrics import EXTRA_CATEGORY_LABELS, KNOWN_CATEGORIES
 from tests.conftest import AiohttpClient, make_settings
 from tests.helpers import form
 from tests.samples import make_sample
@@ -123,3 +124,23 @@ async def test_each_app_has_its_own_registry(aiohttp_client: AiohttpClient, tmp_
         await one.get("/healthz")
     assert value(await scrape(one), "rhinobox_http_requests_total", method="GET", route="/healthz", status="200") == 2
     assert value(await scrape(two), "rhinobox_http_requests_total", method="GET", route="/healthz", status="200") == 0
+
+
+async def test_replacing_category_rules_many_times_keeps_the_category_label_bounded(client: Client) -> None:
+    """Any read-write client can rewrite the rules; the label stays within the fixed set plus a few others."""
+    rules = await (await client.get("/categories")).json()
+    _, png = make_sample("png", 900)
+    for cycle in range(EXTRA_CATEGORY_LABELS + 12):
+        rules["mime"]["image/png"] = f"cycle{cycle}/png"
+        assert (await client.put("/categories", json=rules)).status == 200
+        upload = await client.post("/ingest", data=form([(f"{cycle}.png", png)]))
+        assert (await upload.json())["results"][0]["category"] == f"cycle{cycle}/png"
+
+    samples = await scrape(client)
+    labels = {dict(key[1])["category"] for key in samples if key[0] == "rhinobox_ingest_files_total"}
+    extras = labels - KNOWN_CATEGORIES
+    assert len(extras) == EXTRA_CATEGORY_LABELS, labels
+    assert "other" in labels
+    counted = sum(v for (name, _), v in samples.items() if name == "rhinobox_ingest_files_total")
+    assert counted == EXTRA_CATEGORY_LABELS + 12  # every file still counted, the excess under `other`
+    assert value(samples, "rhinobox_ingest_files_total", status="duplicate", category="other") == 12

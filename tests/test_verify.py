@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
+from rhinobox.backends import make_catalog
 from rhinobox.settings import Settings
+from rhinobox.verify import removed_records
 from tests.conftest import AiohttpClient
 from tests.helpers import blake3_hex, blob_files, form
 from tests.samples import make_sample
@@ -109,7 +112,10 @@ async def test_repair_quarantines_and_fixes_the_catalog_then_reupload_stores_a_g
     report = json.loads(result.stdout)
     assert report["uncatalogued"] == sorted([corrupt, missing])
     assert report["quarantined"] == sorted([corrupt, orphan])
-    assert sorted(p.name for p in (data_dir / "quarantine").iterdir()) == sorted([corrupt, orphan])
+    assert sorted(p.name for p in (data_dir / "quarantine").iterdir() if p.suffix != ".jsonl") == sorted(
+        [corrupt, orphan]
+    )
+    assert Path(report["removed_log"]).parent == data_dir / "quarantine"  # the dropped rows, saved
     assert set(catalog_rows(data_dir)) == set(stored) - {corrupt, missing}
     assert corrupt not in blob_files(data_dir)
     assert orphan not in blob_files(data_dir)
@@ -176,3 +182,92 @@ async def test_documented_backup_and_restore_verifies_clean(tmp_path: Path) -> N
                 async with session.get(f"/files/{blake3_hex(payload)}") as response:
                     assert response.status == 200
                     assert await response.read() == payload
+
+
+def upload_names(data_dir: Path) -> dict[str, list[str]]:
+    """digest -> the names of its upload records, straight from the SQLite file."""
+    db = sqlite3.connect(data_dir / "catalog.sqlite3")
+    try:
+        names: dict[str, list[str]] = {}
+        for digest, name in db.execute("SELECT hash, name FROM uploads ORDER BY id"):
+            names.setdefault(digest, []).append(name)
+        return names
+    finally:
+        db.close()
+
+
+async def test_repair_refuses_to_wipe_the_catalog_when_the_blob_store_is_empty(client: Client, data_dir: Path) -> None:
+    """An unmounted blob directory looks like every blob missing: that is not something to repair."""
+    stored = await upload(client, 3)
+    await client.close()
+    names = upload_names(data_dir)
+    (data_dir / "blobs").rename(data_dir / "blobs.elsewhere")
+    (data_dir / "blobs").mkdir()
+    refused = run_verify(data_dir, "--repair", "--json", "--no-progress")
+    assert refused.returncode == 2
+    assert "refusing to repair" in refused.stderr
+    assert "blob store is empty" in refused.stderr
+    assert "--force" in refused.stderr
+    assert json.loads(refused.stdout)["missing"] == sorted(stored)  # the report still says what it found
+    assert set(catalog_rows(data_dir)) == set(stored)
+    assert upload_names(data_dir) == names
+    assert not (data_dir / "quarantine").exists()
+
+    forced = run_verify(data_dir, "--repair", "--force", "--json", "--no-progress")
+    assert forced.returncode == 1, forced.stderr
+    report = json.loads(forced.stdout)
+    assert report["uncatalogued"] == sorted(stored)
+    assert catalog_rows(data_dir) == {}
+    log = Path(report["removed_log"])
+    assert log.parent == data_dir / "quarantine"
+    assert log.name.startswith("removed-")
+    assert log.name.endswith(".jsonl")
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(r["digest"] for r in rows if r["kind"] == "blob") == sorted(stored)
+    assert {r["digest"]: [r["name"]] for r in rows if r["kind"] == "upload"} == names
+
+
+async def test_repair_refuses_when_more_than_a_small_share_of_entries_are_missing(
+    client: Client, data_dir: Path
+) -> None:
+    stored = await upload(client, 14)
+    await client.close()
+    gone = sorted(stored)[:11]  # more than 10 and more than 10% of the catalog
+    for digest in gone:
+        blob_files(data_dir)[digest].unlink()
+    refused = run_verify(data_dir, "--repair", "--no-progress")
+    assert refused.returncode == 2
+    assert "11 of 14 catalog entries have no intact blob" in refused.stderr
+    assert "missing " + gone[0] in refused.stdout
+    assert set(catalog_rows(data_dir)) == set(stored)
+    assert not (data_dir / "quarantine").exists()
+    usage = run_verify(data_dir, "--force", "--no-progress")
+    assert usage.returncode == 2
+    assert "--force only applies with --repair" in usage.stderr
+
+
+async def test_rows_dropped_by_a_repair_can_be_restored_from_the_saved_log(
+    client: Client, settings: Settings, data_dir: Path
+) -> None:
+    stored = await upload(client, 6)
+    await client.post("/ingest", data=form([("second-name.jpg", stored[sorted(stored)[1]])]))
+    await client.close()
+    names = upload_names(data_dir)
+    corrupt, missing, _ = plant_problems(data_dir, stored)
+    result = run_verify(data_dir, "--repair", "--no-progress")
+    assert result.returncode == 1
+    assert "removed catalog rows are saved in" in result.stdout
+    (log,) = (data_dir / "quarantine").glob("removed-*.jsonl")
+    assert set(catalog_rows(data_dir)) == set(stored) - {corrupt, missing}
+
+    records = removed_records(log)
+    assert sorted({r.digest for r in records}) == sorted([corrupt, missing])
+    catalog = make_catalog(settings)
+    await catalog.open()
+    try:
+        await catalog.record_uploads(records)
+    finally:
+        await catalog.close()
+    assert set(catalog_rows(data_dir)) == set(stored)
+    assert {d: sorted(n) for d, n in upload_names(data_dir).items()} == {d: sorted(n) for d, n in names.items()}
+    assert len(names[missing]) == 2  # both uploads of the missing blob came back

@@ -1,14 +1,18 @@
 """`RhinoBoxClient`: an async client for every RhinoBox endpoint, with retries and streaming bodies.
 
 Requests that fail with 503 (the server's queue is full) or a connection error are retried with
-exponential backoff, honouring `Retry-After`. Bodies are rebuilt for every attempt, re-opening the
-files they stream from, so nothing is ever held whole in memory.
+exponential backoff, honouring `Retry-After`. Non-idempotent requests (`POST /ingest`, `DELETE`) are
+retried only when they provably never reached the server (503, refused or timed-out connect): a
+connection that breaks after sending may have been committed, so that error is raised instead of
+recording the upload twice. Bodies are rebuilt for every attempt, re-opening the files they stream
+from, so nothing is ever held whole in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -44,6 +48,10 @@ DOWNLOAD_CHUNK: Final = 1024 * 1024
 PART_SUFFIX: Final = ".part"
 JOB_POLL_SECONDS: Final = 1.0
 RETRYABLE_ERRORS: Final = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+# Errors raised before a byte of the request left: safe to retry even a non-idempotent request.
+UNSENT_ERRORS: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT"})  # PUT /blobs/{hash} is keyed by content
+SSE_MAX_LINE: Final = 64 * 1024 * 1024  # a job's `end` event carries every result on one line
 
 BodyFactory = Callable[[ExitStack], Any]
 ByteProgress = Callable[[int], None]
@@ -99,6 +107,11 @@ class RhinoBoxClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # aiohttp silently resends a DELETE once if the connection drops before the answer; after a
+            # committed delete that turns success into not_found. Retries here follow `_send`'s rules only.
+            # (A session passed in keeps aiohttp's behaviour: its owner's choice.)
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     def url(self, path: str) -> str:
@@ -115,8 +128,15 @@ class RhinoBoxClient:
         headers: Mapping[str, str] | None = None,
         body: BodyFactory | None = None,
         json_body: Any = None,
+        idempotent: bool | None = None,
     ) -> _Answer:
-        """One request, retried on 503 and connection errors; returns the final answer whatever its status."""
+        """One request, retried on 503 and connection errors; returns the final answer whatever its status.
+
+        `idempotent` defaults from the method; a non-idempotent request is retried only after errors
+        that prove it was never sent (`UNSENT_ERRORS`), since any other may follow a server commit.
+        """
+        safe_to_resend = idempotent if idempotent is not None else method.upper() in IDEMPOTENT_METHODS
+        retryable = RETRYABLE_ERRORS if safe_to_resend else UNSENT_ERRORS
         attempt = 0
         while True:
             attempt += 1
@@ -133,7 +153,7 @@ class RhinoBoxClient:
                     ) as response:
                         payload = await response.read()
                         answer = _Answer(response.status, response.headers, payload)
-            except RETRYABLE_ERRORS:
+            except retryable:
                 if attempt >= self.retry.attempts:
                     raise
                 await asyncio.sleep(self.retry.delay(attempt))
@@ -180,7 +200,10 @@ class RhinoBoxClient:
     ) -> BodyFactory:
         locals_ = [_local(f) for f in files]
         fields = {k: v for k, v in (("category", category), ("comment", comment)) if v}
-        return lambda stack: multipart_body(locals_, fields, stack, on_read=on_read)
+        counter = _AttemptCounter(on_read) if on_read is not None else None
+        return lambda stack: multipart_body(
+            locals_, fields, stack, on_read=counter.next_attempt() if counter is not None else None
+        )
 
     async def ingest(
         self,
@@ -192,7 +215,9 @@ class RhinoBoxClient:
     ) -> IngestResult:
         """`POST /ingest`: one result per file, in order. Per-file failures are results, not exceptions.
 
-        `on_read(n)` is called (from a worker thread) as file bytes are read for sending.
+        `on_read(n)` is called (from a worker thread) as file bytes are read for sending; before a
+        retry it is called once with minus the bytes of the failed attempt, so the running sum is
+        never more than the batch's size.
         """
         if not files:
             raise RhinoBoxClientError("ingest needs at least one file")
@@ -418,11 +443,40 @@ def _hash(path: Path) -> str:
     return hasher.hexdigest()
 
 
-async def _sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, Any]]:
-    """(event, parsed data) pairs from a text/event-stream body; comments and ids are skipped."""
+class _AttemptCounter:
+    """Forwards read progress and, when a retry rebuilds the body, takes back what the last attempt counted."""
+
+    def __init__(self, on_read: ByteProgress) -> None:
+        self._on_read = on_read
+        self._lock = threading.Lock()
+        self._attempt = 0
+        self._counted = 0
+
+    def next_attempt(self) -> ByteProgress:
+        with self._lock:
+            self._attempt += 1
+            attempt, taken_back, self._counted = self._attempt, self._counted, 0
+        if taken_back:
+            self._on_read(-taken_back)
+
+        def on_read(size: int) -> None:
+            with self._lock:
+                if attempt != self._attempt:
+                    return  # a late read of an abandoned attempt (aiohttp reads files on a thread)
+                self._counted += size
+            self._on_read(size)
+
+        return on_read
+
+
+async def _sse(content: aiohttp.StreamReader, max_line: int = SSE_MAX_LINE) -> AsyncIterator[tuple[str, Any]]:
+    """(event, parsed data) pairs from a text/event-stream body; comments and ids are skipped.
+
+    Lines are split here rather than with `StreamReader.readline`, whose limit (a few hundred KiB)
+    a large job's `end` event exceeds.
+    """
     kind, data = "message", list[str]()
-    async for raw in content:
-        line = raw.decode("utf-8").rstrip("\r\n")
+    async for line in _lines(content, max_line):
         if not line:
             if data:
                 yield kind, json.loads("\n".join(data))
@@ -436,3 +490,24 @@ async def _sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, Any]]:
                 kind = value
             elif name == "data":
                 data.append(value)
+
+
+async def _lines(content: aiohttp.StreamReader, max_line: int) -> AsyncIterator[str]:
+    """Decoded lines without their `\\n` / `\\r\\n`; a line longer than `max_line` bytes is an error."""
+    buffer = bytearray()
+    async for chunk in content.iter_any():
+        buffer += chunk
+        if b"\n" in chunk:
+            *complete, rest = bytes(buffer).split(b"\n")
+            buffer = bytearray(rest)
+            for raw in complete:
+                _check_line(len(raw), max_line)
+                yield raw.decode("utf-8").removesuffix("\r")
+        _check_line(len(buffer), max_line)
+    if buffer:
+        yield bytes(buffer).decode("utf-8").removesuffix("\r")
+
+
+def _check_line(size: int, max_line: int) -> None:
+    if size > max_line:
+        raise RhinoBoxClientError(f"event stream line longer than {max_line} bytes")

@@ -125,7 +125,11 @@ class UploadReport:
 
 
 class UploadListener(Protocol):
-    """What a UI hears: the plan, hashing, bytes going out (from any thread), and finished files."""
+    """What a UI hears: the plan, hashing, bytes going out, and finished files.
+
+    `sent(n)` runs on the event loop; n is negative once per retried batch (the refused attempt's
+    bytes taken back), so the running sum never overshoots.
+    """
 
     def planned(self, files: int, size: int) -> None: ...
 
@@ -266,7 +270,7 @@ class Uploader:
         limit = asyncio.Semaphore(max(1, self.options.concurrency))
         loop = asyncio.get_running_loop()
 
-        def on_read(size: int) -> None:
+        def on_read(size: int) -> None:  # the client takes back a retried attempt's bytes (negative size)
             loop.call_soon_threadsafe(self.listener.sent, size)
 
         async def send(batch: list[UploadItem]) -> None:

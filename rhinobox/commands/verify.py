@@ -1,8 +1,9 @@
-"""`rhinobox verify [--sample N] [--repair]`: rehash blobs, find missing ones and orphans; exit 1 on any.
+"""`rhinobox verify [--sample N] [--repair [--force]]`: rehash blobs, find missing ones and orphans; exit 1 on any.
 
 Exit status: 0 if nothing was wrong, 1 if anything was found (also when `--repair` fixed it, so a
-cron job still alerts), 2 if it could not run (bad arguments or settings, or `--repair` while a
-server holds the data directory).
+cron job still alerts), 2 if it could not run (bad arguments or settings, `--repair` while a server
+holds the data directory, or `--repair` refused because the blob store looks absent: the report is
+printed, nothing is changed).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import sys
 import time
 from typing import IO, Final
 
+from rhinobox.blobs.local import BLOBS_DIRNAME
 from rhinobox.commands.options import add_setting_flags, settings_from_args
 from rhinobox.datadir import DataDirLock, DataDirLocked
 from rhinobox.settings import Settings
-from rhinobox.verify import QUARANTINE_DIRNAME, VerifyReport, verify
+from rhinobox.verify import QUARANTINE_DIRNAME, RepairRefused, VerifyReport, verify
 
 __all__ = ["ProgressBar", "register"]
 
@@ -39,7 +41,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--repair",
         action="store_true",
         help=f"move corrupt blobs and orphans to <data dir>/{QUARANTINE_DIRNAME}/ and drop catalog entries "
-        "whose blob is corrupt or missing (refused while a server uses the data dir)",
+        "whose blob is corrupt or missing, saving their rows to a removed-<time>.jsonl there first "
+        "(refused while a server uses the data dir)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --repair: drop the entries even when the blob store is empty or more than 10%% "
+        "(and more than 10) of the entries lack an intact blob, which usually means the blob "
+        "directory is not mounted or not the right one",
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -51,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if args.sample is not None and args.sample < 1:
         print("rhinobox verify: --sample must be at least 1", file=sys.stderr)
         return 2
+    if args.force and not args.repair:
+        print("rhinobox verify: --force only applies with --repair", file=sys.stderr)
+        return 2
     settings = settings_from_args(args)
     lock = DataDirLock(settings.data_dir)
     if args.repair:
@@ -60,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"rhinobox verify: {exc}; stop the server before --repair", file=sys.stderr)
             return 2
     progress = None if args.no_progress else ProgressBar(sys.stderr)
+    refused: RepairRefused | None = None
     try:
-        report = asyncio.run(_verify(settings, args.sample, args.repair, progress))
+        report = asyncio.run(_verify(settings, args.sample, args.repair, args.force, progress))
+    except RepairRefused as exc:
+        refused, report = exc, exc.report
     finally:
         lock.release()
     if progress is not None:
@@ -70,10 +86,20 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json()))
     else:
         print_report(report, sys.stdout)
+    if refused is not None:
+        print(
+            f"rhinobox verify: refusing to repair: {refused}; is the blob store "
+            f"({settings.blobs or settings.data_dir / BLOBS_DIRNAME}) mounted and the right one? Nothing was changed; "
+            "rerun with --repair --force to drop these catalog entries anyway",
+            file=sys.stderr,
+        )
+        return 2
     return 1 if report.problems else 0
 
 
-async def _verify(settings: Settings, sample: int | None, repair: bool, progress: ProgressBar | None) -> VerifyReport:
+async def _verify(
+    settings: Settings, sample: int | None, repair: bool, force: bool, progress: ProgressBar | None
+) -> VerifyReport:
     from rhinobox.backends import make_blob_store, make_catalog
 
     store = make_blob_store(settings)
@@ -87,6 +113,7 @@ async def _verify(settings: Settings, sample: int | None, repair: bool, progress
             settings.data_dir / QUARANTINE_DIRNAME,
             sample=sample,
             repair=repair,
+            force=force,
             progress=progress.update if progress is not None else None,
         )
     finally:
@@ -102,6 +129,8 @@ def print_report(report: VerifyReport, out: IO[str]) -> None:
         print(f"repaired: removed catalog entry {digest}", file=out)
     for digest in report.quarantined:
         print(f"repaired: moved {digest} to {QUARANTINE_DIRNAME}/", file=out)
+    if report.removed_log is not None:
+        print(f"repaired: the removed catalog rows are saved in {report.removed_log}", file=out)
     scope = f"{report.hashed} sampled" if report.sampled else str(report.hashed)
     print(
         f"{scope} of {report.stored} blob(s) rehashed ({_size(report.hashed_bytes)}) in {report.seconds:.1f}s; "

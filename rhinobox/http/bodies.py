@@ -28,3 +28,6 @@ async def read_json(
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise invalid(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        # Nesting deeper than the parser's recursion limit (`[[[[...`, a few KB suffice).
+        raise invalid("body is nested too deeply") from None

@@ -58,6 +58,21 @@ _DECIDED_HERE: Final = (
     hdrs.RANGE,
     hdrs.ACCEPT_ENCODING,  # blobs have no precompressed siblings; spare the lookups
 )
+_SERVED: Final = frozenset({200, 206, 304})
+# Headers describing the blob: dropped from any other answer a BlobFileResponse ends up sending.
+_BLOB_ONLY: Final = (
+    hdrs.ETAG,
+    hdrs.CACHE_CONTROL,
+    hdrs.CONTENT_TYPE,
+    hdrs.CONTENT_DISPOSITION,
+    hdrs.ACCEPT_RANGES,
+    hdrs.LAST_MODIFIED,
+    hdrs.CONTENT_RANGE,
+)
+# The largest whole-number query parameter (SQLite's INTEGER overflows past it). Longer digit strings
+# are refused before int() sees them: it raises past 4,300 digits.
+MAX_INT: Final = 2**63 - 1
+_MAX_DIGITS: Final = len(str(MAX_INT))
 _LISTING_PARAMS: Final = frozenset(
     {"category", "mime", "name", "min_size", "max_size", "since", "until", "limit", "cursor"}
 )
@@ -94,10 +109,25 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         response.headers[hdrs.CONTENT_RANGE] = f"bytes */{exc.size}"
         return response
     store = request.app[STORE]
-    path = await asyncio.get_running_loop().run_in_executor(None, store.local_path, digest)
+    path = await asyncio.get_running_loop().run_in_executor(None, _existing_local_path, store, digest)
     if path is not None:
         return BlobFileResponse(path, digest, byte_range, headers)
     return await _stream_blob(request, store, blob, byte_range, headers)
+
+
+def _existing_local_path(store: BlobStore, digest: str) -> Path | None:
+    """The blob's file if the store has local files; BlobNotFound if it is gone (a DELETE won the race).
+
+    Checked here, not left to FileResponse: its own 404 would be a bare answer, after the handler.
+    """
+    path = store.local_path(digest)
+    if path is None:
+        return None
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise BlobNotFound() from None
+    return path
 
 
 class BlobFileResponse(web.FileResponse):
@@ -116,6 +146,15 @@ class BlobFileResponse(web.FileResponse):
     def etag(self, value: ETag | str | None) -> None:
         # FileResponse sets an mtime/size tag; a content-addressed blob's tag is its hash, always.
         self.headers[hdrs.ETAG] = f'"{self._digest}"'
+
+    def set_status(self, status: int, reason: str | None = None) -> None:
+        super().set_status(status, reason)
+        if status not in _SERVED:
+            # FileResponse answers 403/404 itself when the file vanished after the handler looked
+            # (a DELETE in between): such an answer must not carry the blob's validator or be cached.
+            for name in _BLOB_ONLY:
+                self.headers.popall(name, None)
+            self.headers[hdrs.CACHE_CONTROL] = "no-store"
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         headers = CIMultiDict(request.headers)
@@ -138,6 +177,8 @@ async def _stream_blob(
     if byte_range is not None:
         response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{end - 1}/{blob.size}"
     if request.method == hdrs.METH_HEAD:
+        if await asyncio.get_running_loop().run_in_executor(None, store.size, blob.digest) is None:
+            raise BlobNotFound()  # as GET would say: the catalog row outlived the bytes
         await response.prepare(request)
         return response
     chunks = store.read_range(blob.digest, start, end)
@@ -228,7 +269,9 @@ def parse_byte_range(header: str, size: int) -> ByteRange | None:
     """The one range a `Range` header asks of `size` bytes, as [start, end); None means "send it all".
 
     Syntax we do not serve (other units, several ranges, malformed specs) is ignored, as RFC 9110
-    14.2 allows; a well-formed range that starts past the end raises `RangeNotSatisfiable`.
+    14.2 allows; a well-formed range that starts past the end raises `RangeNotSatisfiable`. Numbers
+    of any length are read exactly as RFC 9110 means them (a start past the end is 416, an end past
+    it is clipped), without ever converting more digits than a size can have.
     """
     unit, sep, spec = header.partition("=")
     if not sep or unit.strip().lower() != "bytes" or "," in spec:
@@ -239,21 +282,28 @@ def parse_byte_range(header: str, size: int) -> ByteRange | None:
     if not first:
         if not last:
             return None
-        suffix = int(last)
+        suffix = _bounded(last, size)
         if suffix == 0:
             raise RangeNotSatisfiable(size)
         return max(0, size - suffix), size
-    start = int(first)
-    if last and int(last) < start:
-        return None
+    first, last = first.lstrip("0") or "0", last.lstrip("0") or ("0" if last else "")
+    if last and (len(last), last) < (len(first), first):
+        return None  # last < start, compared as numbers of any length
+    start = _bounded(first, size)
     if start >= size:
         raise RangeNotSatisfiable(size)
-    end = min(int(last) + 1, size) if last else size
+    end = min(_bounded(last, size) + 1, size) if last else size
     return start, end
 
 
 def _digits(text: str, *, allow_empty: bool) -> bool:
     return (allow_empty and text == "") or (text.isascii() and text.isdigit())
+
+
+def _bounded(digits: str, size: int) -> int:
+    """The value of a decimal string, or `size + 1` when it is longer than any number up to `size`."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= len(str(size)) else size + 1
 
 
 # -- metadata and listing ----------------------------------------------------------------
@@ -351,10 +401,12 @@ def _int_param(query: Mapping[str, str], name: str, *, minimum: int, maximum: in
         return None
     if not (raw.isascii() and raw.isdigit()):
         raise InvalidParameter(f"{name} must be a whole number, got {raw[:40]!r}")
-    value = int(raw)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise InvalidParameter(f"{name} must be {bound}, got {value}")
+    maximum = MAX_INT if maximum is None else min(maximum, MAX_INT)
+    digits = raw.lstrip("0") or "0"
+    value = int(digits) if len(digits) <= _MAX_DIGITS else None  # never int() an unbounded string
+    if value is None or value < minimum or value > maximum:
+        shown = digits if len(digits) <= 40 else f"{digits[:20]}... ({len(digits)} digits)"
+        raise InvalidParameter(f"{name} must be between {minimum} and {maximum}, got {shown}")
     return value
 
 

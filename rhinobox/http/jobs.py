@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Final
@@ -18,7 +17,7 @@ from rhinobox.http.ingest import body_chunks, file_result
 from rhinobox.http.keys import CATALOG, JOBS, METRICS, PIPELINE, SETTINGS
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.ingest.session import IngestReport
-from rhinobox.jobs.manager import JobEvent, JobManager, ResultSink
+from rhinobox.jobs.manager import JobManager, ResultSink
 
 __all__ = [
     "ASYNC_PARAM",
@@ -128,20 +127,19 @@ async def get_job(request: web.Request) -> web.Response:
     return web.json_response(job.as_json())
 
 
-def sse_frame(event: JobEvent, event_id: int) -> bytes:
-    data = json.dumps(event.data, separators=(",", ":"))
-    return f"id: {event_id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
-
-
 async def job_events(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: `state` first (the job as it stands), a `progress` per file, `end` last."""
+    """Server-Sent Events: `state` first (the job as it stands), a `progress` per file, `end` last.
+
+    Each event is serialized once for all its watchers (`JobEvent.frame`); only the `id:` line is per
+    watcher. Past the manager's watcher caps this answers 503 `overloaded` with Retry-After.
+    """
     manager: JobManager = request.app[JOBS]
-    events = await manager.events(request.match_info["id"], SSE_IDLE_SECONDS)
-    if events is None:
-        raise JobNotFound()
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
+    events = await manager.events(request.match_info["id"], SSE_IDLE_SECONDS)
+    if events is None:
+        raise JobNotFound()
     sent = 0
     try:
         await response.prepare(request)
@@ -150,9 +148,10 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keep-alive\n\n")
                 continue
             sent += 1
-            await response.write(sse_frame(event, sent))
+            await response.write(b"id: %d\n" % sent)
+            await response.write(event.frame())
     except ConnectionError:
         pass  # the watcher went away; the job goes on
     finally:
-        await events.aclose()
+        await events.aclose()  # also when prepare failed: the watcher's place is given back
     return response

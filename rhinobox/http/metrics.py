@@ -22,18 +22,38 @@ from rhinobox.http.keys import CATALOG, METRICS, PIPELINE
 from rhinobox.ingest.entry import DUPLICATE, STORED
 from rhinobox.ingest.session import IngestReport
 
-__all__ = ["Metrics", "metrics_handler", "metrics_middleware", "setup_metrics"]
+__all__ = ["CategoryLabels", "Metrics", "metrics_handler", "metrics_middleware", "setup_metrics"]
 
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 CLIENT_CLOSED: Final = 499  # nginx's status for a request the client (or shutdown) abandoned
 NO_CATEGORY: Final = "none"
+OTHER_CATEGORY: Final = "other"
 ERROR_STATUS: Final = "error"
+# The `category` label's values: the default rules' top levels, plus the first few other top levels
+# seen (a client may rewrite the rules at will, and label children are never removed), then `other`.
+KNOWN_CATEGORIES: Final = frozenset({"images", "videos", "audio", "documents", "archives", "code", OTHER_CATEGORY})
+EXTRA_CATEGORY_LABELS: Final = 8
+CATEGORY_LABEL_MAX_CHARS: Final = 40
 
 
-def top_category(blob_category: str | None) -> str:
-    """`images` for `images/png`: the rules bound this label's values (the hint a client sends does not)."""
-    return blob_category.partition("/")[0] if blob_category else NO_CATEGORY
+class CategoryLabels:
+    """Maps a blob category to a bounded set of label values: `images` for `images/png`, else `other`."""
+
+    def __init__(self, extra: int = EXTRA_CATEGORY_LABELS) -> None:
+        self._extra_max = extra
+        self._extra: set[str] = set()
+
+    def __call__(self, blob_category: str | None) -> str:
+        if not blob_category:
+            return NO_CATEGORY
+        top = blob_category.partition("/")[0]
+        if top in KNOWN_CATEGORIES or top in self._extra:
+            return top
+        if len(self._extra) < self._extra_max and 0 < len(top) <= CATEGORY_LABEL_MAX_CHARS and top != NO_CATEGORY:
+            self._extra.add(top)
+            return top
+        return OTHER_CATEGORY
 
 
 class Metrics:
@@ -74,6 +94,7 @@ class Metrics:
         # labels() takes a lock and builds a key per call: the hot paths keep the children they use.
         self._request_children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
         self._ingest_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+        self.category_label = CategoryLabels()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method if method in KNOWN_METHODS else "OTHER", route, status)
@@ -96,7 +117,7 @@ class Metrics:
                 key = (ERROR_STATUS, NO_CATEGORY)
                 errors[entry.error.code] = errors.get(entry.error.code, 0) + 1
             else:
-                key = (entry.status or STORED, top_category(entry.blob_category))
+                key = (entry.status or STORED, self.category_label(entry.blob_category))
                 if entry.status == DUPLICATE:
                     duplicates += 1
                     saved += entry.size

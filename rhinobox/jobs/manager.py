@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -21,7 +22,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Seque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from rhinobox.errors import RhinoBoxError
+from rhinobox.errors import Overloaded, RhinoBoxError
 from rhinobox.jobs.model import FileResult, Job, JobError, JobState
 from rhinobox.jobs.store import JobStore
 
@@ -31,10 +32,14 @@ __all__ = [
     "EVENT_STATE",
     "HEARTBEAT_INTERVAL",
     "LEASE_HEARTBEATS",
+    "WATCHERS_PER_JOB_MAX",
+    "WATCHERS_TOTAL_MAX",
+    "WATCHER_QUEUE_MAX",
     "JobEvent",
     "JobManager",
     "JobWork",
     "ResultSink",
+    "WatchStream",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,21 +54,41 @@ INTERRUPTED_LEASE: Final = JobError("interrupted", "the node running the job sto
 HEARTBEAT_INTERVAL: Final = 2.0  # seconds between lease renewals of this node's jobs (shared stores)
 LEASE_HEARTBEATS: Final = 3  # a job whose node missed this many heartbeats is taken for abandoned
 FOLLOW_INTERVAL: Final = 0.5  # seconds between store reads for a watcher of another node's job
+# Event streams cost a socket and a share of every event's writes each: bounded per job and per node.
+WATCHERS_PER_JOB_MAX: Final = 32
+WATCHERS_TOTAL_MAX: Final = 256
+# Events a watcher may lag behind (a commit step sends up to 1,000 progress events at once); one that
+# falls further behind is disconnected and, reconnecting, starts again from the current state.
+WATCHER_QUEUE_MAX: Final = 2048
+FINAL_SAVE_ATTEMPTS: Final = 3  # tries at recording a job's end before leaving it to the next tick
+FINAL_SAVE_RETRY_DELAY: Final = 0.2  # seconds, times the attempt number
 
 ResultSink = Callable[[FileResult], None]
 JobWork = Callable[[ResultSink], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class JobEvent:
-    """One thing a watcher should hear: `kind` is state, progress or end."""
+    """One thing a watcher should hear: `kind` is state, progress or end.
+
+    One event object goes to every watcher of a job, so it is serialized once (`frame`), not per watcher:
+    an `end` event of a large job is hundreds of kilobytes of JSON.
+    """
 
     kind: str
     data: dict[str, Any]
+    _frame: bytes | None = field(default=None, repr=False)
+
+    def frame(self) -> bytes:
+        """The event as Server-Sent Events lines (`event:` and `data:`, then the blank line), cached."""
+        if self._frame is None:
+            data = json.dumps(self.data, separators=(",", ":"))
+            self._frame = f"event: {self.kind}\ndata: {data}\n\n".encode()
+        return self._frame
 
 
 class _Stop:
-    """Sent to watchers when the server shuts down: their stream ends without an `end` event."""
+    """Sent to a watcher whose stream must end without an `end` event (shutdown, or it fell behind)."""
 
 
 _STOP: Final = _Stop()
@@ -74,7 +99,7 @@ WatchItem = JobEvent | _Stop
 class _LiveJob:
     job: Job
     task: asyncio.Task[None] | None = None
-    watchers: set[asyncio.Queue[WatchItem]] = field(default_factory=set)
+    watchers: set[asyncio.Queue[WatchItem]] = field(default_factory=set)  # each bounded: WATCHER_QUEUE_MAX
     unsaved: list[FileResult] = field(default_factory=list)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     finishing: bool = False
@@ -104,6 +129,8 @@ class JobManager:
         self._live: dict[str, _LiveJob] = {}
         self._owned: set[str] = set()  # created here and not yet ended: the jobs this node holds a lease on
         self._followers: set[asyncio.Event] = set()  # stop signals of watchers following other nodes' jobs
+        self._watching: dict[str, int] = {}  # open event streams per job id (any kind)
+        self._unrecorded: dict[str, _LiveJob] = {}  # ended here, but the end is not in the store yet
         self._sweeper: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
 
@@ -116,8 +143,7 @@ class JobManager:
             log.warning("marked %d unfinished job(s) from an earlier run as interrupted", interrupted)
         await self._store.expire(now - self._ttl)
         self._sweeper = asyncio.create_task(self._sweep(), name="rhinobox-job-sweeper")
-        if self._store.shared:
-            self._renewer = asyncio.create_task(self._renew_leases(), name="rhinobox-job-leases")
+        self._renewer = asyncio.create_task(self._renew_leases(), name="rhinobox-job-leases")
 
     async def create(self) -> Job:
         """A new queued job, durably recorded; `start` it once its input is received, or `discard` it."""
@@ -146,8 +172,16 @@ class JobManager:
         self._live[job.id] = live
         live.task = asyncio.create_task(self._run(live, work), name=f"rhinobox-job-{job.id}")
 
+    @property
+    def watchers(self) -> int:
+        """Event streams open now (all jobs)."""
+        return sum(self._watching.values())
+
+    def watchers_of(self, job_id: str) -> int:
+        return self._watching.get(job_id, 0)
+
     async def get(self, job_id: str) -> Job | None:
-        live = self._live.get(job_id)
+        live = self._live.get(job_id) or self._unrecorded.get(job_id)
         if live is not None:
             return live.job
         job = await self._store.load(job_id, results=False)  # a running job's answer lists no results
@@ -155,42 +189,71 @@ class JobManager:
             return job
         return await self._store.load(job_id)
 
-    async def events(self, job_id: str, idle: float) -> AsyncGenerator[JobEvent | None, None] | None:
+    async def events(self, job_id: str, idle: float) -> WatchStream | None:
         """The job's events from now on (state first, end last); None items mark `idle` quiet seconds.
 
-        Returns None for an unknown job. A job that already ended yields its state and its end; a job
-        another node runs (shared store) is followed in the store.
+        Returns None for an unknown job; raises `Overloaded` past WATCHERS_PER_JOB_MAX streams on the job
+        or WATCHERS_TOTAL_MAX in all. A job that already ended yields its state and its end; a job
+        another node runs (shared store) is followed in the store. The caller must `aclose` the stream
+        (whether or not it iterated it): that is what lets its place go.
         """
+        self._admit(job_id)
         live = self._live.get(job_id)
         if live is None:
-            job = await self._store.load(job_id)
+            ended = self._unrecorded.get(job_id)
+            job = ended.job if ended is not None else await self._store.load(job_id)
             if job is None:
                 return None
+            self._admit(job_id)  # again: the load above awaited, and others may have come in meanwhile
             if job.final or not self._store.shared:
-                return _ended(job)
-            return self._follow(job, idle)
-        queue: asyncio.Queue[WatchItem] = asyncio.Queue()
+                return self._stream(job_id, _ended(job), lambda: None)
+            return self._stream(job_id, self._follow(job, idle), lambda: None)
+        queue: asyncio.Queue[WatchItem] = asyncio.Queue(WATCHER_QUEUE_MAX)
         # Snapshot and subscription happen in one step of the loop: no event falls between them.
         first = JobEvent(EVENT_STATE, live.job.summary())
         live.watchers.add(queue)
-        return _watch(live, queue, first, idle)
+        return self._stream(job_id, _watch(live, queue, first, idle), lambda: live.watchers.discard(queue))
+
+    def _admit(self, job_id: str) -> None:
+        if self.watchers_of(job_id) >= WATCHERS_PER_JOB_MAX:
+            raise Overloaded(f"this job has {WATCHERS_PER_JOB_MAX} event streams already; retry later")
+        if self.watchers >= WATCHERS_TOTAL_MAX:
+            raise Overloaded(f"{WATCHERS_TOTAL_MAX} event streams are open already; retry later")
+
+    def _stream(
+        self, job_id: str, events: AsyncGenerator[JobEvent | None, None], unsubscribe: Callable[[], None]
+    ) -> WatchStream:
+        self._watching[job_id] = self._watching.get(job_id, 0) + 1
+
+        def release() -> None:
+            unsubscribe()
+            left = self._watching.get(job_id, 0) - 1
+            if left > 0:
+                self._watching[job_id] = left
+            else:
+                self._watching.pop(job_id, None)
+
+        return WatchStream(events, release)
 
     def end_streams(self) -> None:
         """Ask every watcher stream to end (the server is shutting down; jobs keep running)."""
         for live in self._live.values():
-            for queue in live.watchers:
-                queue.put_nowait(_STOP)
+            for queue in list(live.watchers):
+                _send(live, queue, _STOP)
         for stop in self._followers:
             stop.set()
 
     async def close(self) -> None:
-        """Give running jobs up to `grace` seconds, interrupt the rest, and stop sweeping."""
+        """Give running jobs up to `grace` seconds, interrupt the rest, record every end, stop sweeping."""
         tasks = [live.task for live in self._live.values() if live.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self._grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._record_unrecorded()
+        for job_id in self._unrecorded:
+            log.error("could not record the end of job %s; the next start marks it interrupted", job_id)
         for background in (self._sweeper, self._renewer):
             if background is not None:
                 background.cancel()
@@ -215,20 +278,53 @@ class JobManager:
         except Exception:
             log.exception("job %s failed", job.id)
             state, error = JobState.FAILED, JobError("internal", "the job failed on an internal error")
+        # The end is known from here on (in memory): a cancel or a store failure while recording it
+        # leaves the job in `_unrecorded`, recorded at the next tick or at shutdown, never `running`.
         live.finishing = True
         live.dirty.set()
-        await asyncio.gather(saver, return_exceptions=True)
         job.state, job.error = state, error
         job.finished_at = job.updated_at = self._clock()
+        recorded = False
         try:
-            await self._save(live)
-        except Exception:
-            log.exception("could not record the end of job %s", job.id)
-        end = JobEvent(EVENT_END, job.as_json())
-        for queue in live.watchers:
-            queue.put_nowait(end)
+            await asyncio.gather(saver, return_exceptions=True)
+            recorded = await self._save_final(live)
+        finally:
+            self._end(live, recorded)
+
+    async def _save_final(self, live: _LiveJob) -> bool:
+        for attempt in range(1, FINAL_SAVE_ATTEMPTS + 1):
+            try:
+                await self._save(live)
+                return True
+            except Exception:
+                log.exception("could not record the end of job %s (attempt %d)", live.job.id, attempt)
+            if attempt < FINAL_SAVE_ATTEMPTS:
+                await asyncio.sleep(FINAL_SAVE_RETRY_DELAY * attempt)
+        return False
+
+    def _end(self, live: _LiveJob, recorded: bool) -> None:
+        """Send `end` to the watchers and let the job go (or keep it until its end is recorded)."""
+        job = live.job
+        if live.watchers:
+            end = JobEvent(EVENT_END, job.as_json())
+            for queue in list(live.watchers):
+                _send(live, queue, end)
         del self._live[job.id]
-        self._owned.discard(job.id)
+        if recorded:
+            self._owned.discard(job.id)
+        else:
+            self._unrecorded[job.id] = live  # still served from memory, still leased
+
+    async def _record_unrecorded(self) -> None:
+        """Record the ends that could not be saved when their job ended."""
+        for job_id, live in list(self._unrecorded.items()):
+            try:
+                await self._save(live)
+            except Exception:
+                log.exception("could not record the end of job %s; will retry", job_id)
+                continue
+            self._unrecorded.pop(job_id, None)
+            self._owned.discard(job_id)
 
     def _on_result(self, live: _LiveJob, result: FileResult) -> None:
         job = live.job
@@ -239,8 +335,8 @@ class JobManager:
         live.dirty.set()
         if live.watchers:
             event = JobEvent(EVENT_PROGRESS, {**job.summary(), "result": result})
-            for queue in live.watchers:
-                queue.put_nowait(event)
+            for queue in list(live.watchers):
+                _send(live, queue, event)
 
     async def _save_while_running(self, live: _LiveJob) -> None:
         """Write progress as fast as the catalog takes it; results arriving meanwhile share the next write."""
@@ -276,9 +372,13 @@ class JobManager:
                 log.info("expired %d job(s) older than %ss", expired, self._ttl)
 
     async def _renew_leases(self) -> None:
-        """Keep this node's jobs leased, and interrupt jobs whose node stopped renewing theirs."""
+        """Record ends that failed to save; with a shared store, keep this node's jobs leased and
+        interrupt jobs whose node stopped renewing theirs."""
         while True:
             await asyncio.sleep(self._heartbeat)
+            await self._record_unrecorded()
+            if not self._store.shared:
+                continue
             try:
                 await self._store.heartbeat(sorted(self._owned))
                 abandoned = await self._store.interrupt_unfinished(self._clock(), INTERRUPTED_LEASE, lease=self._lease)
@@ -331,6 +431,37 @@ class JobManager:
                     yield None
         finally:
             self._followers.discard(stop)
+
+
+class WatchStream:
+    """A watcher's events, as an async iterator; `aclose` lets its place go even if never iterated."""
+
+    def __init__(self, events: AsyncGenerator[JobEvent | None, None], release: Callable[[], None]) -> None:
+        self._events = events
+        self._release: Callable[[], None] | None = release
+
+    def __aiter__(self) -> WatchStream:
+        return self
+
+    async def __anext__(self) -> JobEvent | None:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+        await self._events.aclose()
+
+
+def _send(live: _LiveJob, queue: asyncio.Queue[WatchItem], item: WatchItem) -> None:
+    """Queue `item` for one watcher; one that fell WATCHER_QUEUE_MAX events behind is cut off instead."""
+    try:
+        queue.put_nowait(item)
+    except asyncio.QueueFull:
+        live.watchers.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(_STOP)
 
 
 def _progress(job: Job, earlier: Sequence[FileResult], new: Sequence[FileResult]) -> Iterator[JobEvent]:
