@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from rhinobox.app import create_app
 from rhinobox.errors import Overloaded
 from rhinobox.http.keys import JOBS
-from rhinobox.jobs import FileResult, Job, JobManager, JobState, SQLiteJobStore
+from rhinobox.jobs import FileResult, Job, JobEvent, JobManager, JobState, SQLiteJobStore
 from rhinobox.jobs.manager import (
     FINAL_SAVE_ATTEMPTS,
     WATCHER_QUEUE_MAX,
@@ -315,7 +315,8 @@ async def open_manager(tmp_path: Path, store: SQLiteJobStore | None = None, **kw
 
 
 async def test_every_watcher_gets_the_same_event_serialized_once(tmp_path: Path) -> None:
-    manager = await open_manager(tmp_path)
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    manager = await open_manager(tmp_path, store)
     job_id, release = await blocked_job(manager)
     streams = [await manager.events(job_id, 60) for _ in range(3)]
     assert all(stream is not None for stream in streams)
@@ -335,6 +336,7 @@ async def test_every_watcher_gets_the_same_event_serialized_once(tmp_path: Path)
     assert first.frame() is first.frame()  # serialized once, then shared
     assert first.frame().startswith(b"event: end\ndata: {")
     await manager.close()
+    await store.close()
 
 
 async def test_watchers_past_the_per_job_cap_are_refused_503_until_one_leaves(
@@ -370,28 +372,37 @@ async def test_watchers_past_the_per_job_cap_are_refused_503_until_one_leaves(
 
 
 async def test_watchers_past_the_total_cap_are_refused(tmp_path: Path) -> None:
-    manager = await open_manager(tmp_path)
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    manager = await open_manager(tmp_path, store)
     jobs = [await blocked_job(manager) for _ in range(-(-WATCHERS_TOTAL_MAX // WATCHERS_PER_JOB_MAX) + 1)]
     streams = []
     for index in range(WATCHERS_TOTAL_MAX):
         stream = await manager.events(jobs[index // WATCHERS_PER_JOB_MAX][0], 60)
         assert stream is not None
         streams.append(stream)
-    with pytest.raises(Overloaded):
-        await manager.events(jobs[-1][0], 60)  # a job with no watcher yet: the total is what is full
+    try:
+        with pytest.raises(Overloaded):
+            await manager.events(jobs[-1][0], 60)  # a job with no watcher yet: the total is what is full
+    finally:
+        for _, release in jobs:
+            release.set()
     await streams.pop().aclose()
     last = await manager.events(jobs[-1][0], 60)
     assert last is not None
     for stream in [*streams, last]:
         await stream.aclose()
     assert manager.watchers == 0
-    for _, release in jobs:
-        release.set()
     await manager.close()
+    await store.close()
+
+
+async def _collect(stream: AsyncIterator[JobEvent | None]) -> list[JobEvent | None]:
+    return [event async for event in stream]
 
 
 async def test_a_watcher_that_falls_too_far_behind_is_cut_off_and_can_reconnect(tmp_path: Path) -> None:
-    manager = await open_manager(tmp_path)
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    manager = await open_manager(tmp_path, store)
     job = await manager.create()
     release = asyncio.Event()
     sinks: list[ResultSink] = []
@@ -406,7 +417,7 @@ async def test_a_watcher_that_falls_too_far_behind_is_cut_off_and_can_reconnect(
     assert slow is not None
     for index in range(WATCHER_QUEUE_MAX + 10):
         sinks[0]({"index": index, "name": f"f{index}", "status": "stored", "size": 1})
-    received = [event async for event in slow]  # its state, then the stream just ends
+    received = await asyncio.wait_for(_collect(slow), 5)  # its state, then the stream just ends
     assert [event.kind for event in received if event is not None] == ["state"]
     await slow.aclose()
     assert manager.watchers == 0
@@ -422,6 +433,7 @@ async def test_a_watcher_that_falls_too_far_behind_is_cut_off_and_can_reconnect(
     assert kinds == ["end"]
     await again.aclose()
     await manager.close()
+    await store.close()
 
 
 async def test_a_stream_that_fails_before_it_starts_gives_its_place_back(
@@ -441,8 +453,8 @@ async def test_a_stream_that_fails_before_it_starts_gives_its_place_back(
     for _ in range(3):
         with contextlib.suppress(aiohttp.ClientError):
             await client.get(f"/jobs/{job_id}/events")
-    assert manager.watchers_of(job_id) == 0
     release.set()
+    assert manager.watchers_of(job_id) == 0
 
 
 # -- recording the end: store failures and cancels while finishing -------------------------------------
@@ -528,7 +540,7 @@ async def test_an_end_the_store_refused_until_shutdown_is_recorded_at_shutdown(t
     await asyncio.sleep(0.05)
     stored = await store.load(job_id, results=False)
     assert stored is not None
-    assert stored.state is JobState.RUNNING
+    assert not stored.final  # the store still has it unfinished; only this process knows the end
     await manager.close()
     assert await wait_stored_state(store, job_id, 0) is JobState.DONE
     await store.close()
