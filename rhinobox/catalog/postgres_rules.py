@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from rhinobox.catalog.postgres_pool import open_pool_with_schema
 from rhinobox.ingest.rules_store import StoredRules
 
 __all__ = ["PostgresRulesStore"]
@@ -46,21 +47,14 @@ class PostgresRulesStore:
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
-        pool = await asyncpg.create_pool(
+        self._pool = await open_pool_with_schema(
             self.dsn,
-            min_size=1,
             max_size=POOL_MAX_SIZE,
             command_timeout=COMMAND_TIMEOUT_S,
-            server_settings={"application_name": "rhinobox-rules"},
+            application_name="rhinobox-rules",
+            schema_lock=SCHEMA_LOCK,
+            schema=_SCHEMA,
         )
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *SCHEMA_LOCK)
-                await conn.execute(_SCHEMA)
-        except BaseException:
-            await pool.close()
-            raise
-        self._pool = pool
 
     async def close(self) -> None:
         if self._pool is not None:

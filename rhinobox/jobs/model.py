@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-__all__ = ["FINAL_STATES", "FileResult", "Job", "JobError", "JobState"]
+__all__ = ["FINAL_STATES", "FileResult", "Job", "JobError", "JobState", "job_columns"]
 
 # One file's result, exactly as the synchronous `POST /ingest` gives it (see rhinobox/http/ingest.py).
 FileResult = dict[str, Any]
@@ -96,3 +96,24 @@ class Job:
         body = self.summary()
         body["results"] = sorted(self.results, key=lambda r: int(r["index"])) if self.final else None
         return body
+
+
+def job_columns(job: Job) -> tuple[object, ...]:
+    """A job's stored columns, in the order both job stores write them."""
+    error = job.error
+    return (
+        job.id,
+        job.state.value,
+        job.created_at,
+        job.updated_at,
+        job.finished_at,
+        job.total,
+        job.done,
+        job.stored,
+        job.duplicate,
+        job.failed,
+        job.received_bytes,
+        job.processed_bytes,
+        error.code if error else None,
+        error.message if error else None,
+    )

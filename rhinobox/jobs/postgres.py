@@ -14,7 +14,8 @@ from typing import Any, Final
 
 import asyncpg
 
-from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState
+from rhinobox.catalog.postgres_pool import open_pool_with_schema
+from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState, job_columns
 
 __all__ = ["PostgresJobStore"]
 
@@ -79,25 +80,7 @@ WHERE state = ANY($5::text[]) AND heartbeat_at < clock_timestamp() - make_interv
 
 
 def _row_of(job: Job, node: str) -> tuple[object, ...]:
-    error = job.error
-    return (
-        job.id,
-        job.state.value,
-        job.created_at,
-        job.updated_at,
-        job.finished_at,
-        job.total,
-        job.done,
-        job.stored,
-        job.duplicate,
-        job.failed,
-        job.received_bytes,
-        job.processed_bytes,
-        error.code if error else None,
-        error.message if error else None,
-        node,
-        _UNFINISHED,
-    )
+    return (*job_columns(job), node, _UNFINISHED)
 
 
 def _job_of(row: asyncpg.Record) -> Job:
@@ -135,21 +118,14 @@ class PostgresJobStore:
         self._pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
-        pool = await asyncpg.create_pool(
+        self._pool = await open_pool_with_schema(
             self.dsn,
-            min_size=1,
             max_size=POOL_MAX_SIZE,
             command_timeout=COMMAND_TIMEOUT_S,
-            server_settings={"application_name": "rhinobox-jobs"},
+            application_name="rhinobox-jobs",
+            schema_lock=SCHEMA_LOCK,
+            schema=_SCHEMA,
         )
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *SCHEMA_LOCK)
-                await conn.execute(_SCHEMA)
-        except BaseException:
-            await pool.close()
-            raise
-        self._pool = pool
 
     async def close(self) -> None:
         if self._pool is not None:

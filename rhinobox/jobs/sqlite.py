@@ -19,7 +19,7 @@ import aiosqlite
 from rhinobox.catalog.base import Catalog
 from rhinobox.catalog.sqlite import BUSY_TIMEOUT_MS, SQLiteCatalog
 from rhinobox.catalog.sqlite_schema import MIGRATIONS
-from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState
+from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState, job_columns
 
 __all__ = ["JOBS_FILENAME", "SQLiteJobStore", "job_store_for"]
 
@@ -47,23 +47,7 @@ _UNFINISHED: Final = tuple(state.value for state in JobState if state not in FIN
 
 
 def _row_of(job: Job) -> tuple[object, ...]:
-    error = job.error
-    return (
-        job.id,
-        job.state.value,
-        job.created_at,
-        job.updated_at,
-        job.finished_at,
-        job.total,
-        job.done,
-        job.stored,
-        job.duplicate,
-        job.failed,
-        job.received_bytes,
-        job.processed_bytes,
-        error.code if error else None,
-        error.message if error else None,
-    )
+    return job_columns(job)
 
 
 def _job_of(row: Sequence[Any]) -> Job:
