@@ -6,9 +6,11 @@ advisory lock, so they never race on the same catalog objects.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import asyncpg
 
-__all__ = ["open_pool_with_schema"]
+__all__ = ["PooledStore", "open_pool_with_schema"]
 
 
 async def open_pool_with_schema(
@@ -36,3 +38,37 @@ async def open_pool_with_schema(
         await pool.close()
         raise
     return pool
+
+
+class PooledStore:
+    """Base of the PostgreSQL side stores: a pool of their own, opened with their schema."""
+
+    pool_max_size: ClassVar[int] = 2
+    command_timeout: ClassVar[float] = 30.0
+    application_name: ClassVar[str] = "rhinobox"
+    schema_lock: ClassVar[tuple[int, int]]
+    schema: ClassVar[str]
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        self._pool = await open_pool_with_schema(
+            self.dsn,
+            max_size=self.pool_max_size,
+            command_timeout=self.command_timeout,
+            application_name=self.application_name,
+            schema_lock=self.schema_lock,
+            schema=self.schema,
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{type(self).__name__} is not open")
+        return self._pool

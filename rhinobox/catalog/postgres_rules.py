@@ -10,9 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-import asyncpg
-
-from rhinobox.catalog.postgres_pool import open_pool_with_schema
+from rhinobox.catalog.postgres_pool import PooledStore
 from rhinobox.ingest.rules_store import StoredRules
 
 __all__ = ["PostgresRulesStore"]
@@ -37,34 +35,15 @@ RETURNING r.version
 """
 
 
-class PostgresRulesStore:
+class PostgresRulesStore(PooledStore):
     """A `RulesStore` in the PostgreSQL database named by `dsn`, with a small pool of its own."""
 
     shared: Final = True
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-
-    async def open(self) -> None:
-        self._pool = await open_pool_with_schema(
-            self.dsn,
-            max_size=POOL_MAX_SIZE,
-            command_timeout=COMMAND_TIMEOUT_S,
-            application_name="rhinobox-rules",
-            schema_lock=SCHEMA_LOCK,
-            schema=_SCHEMA,
-        )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    def _db(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("rules store is not open")
-        return self._pool
+    pool_max_size = POOL_MAX_SIZE
+    command_timeout = COMMAND_TIMEOUT_S
+    application_name = "rhinobox-rules"
+    schema_lock = SCHEMA_LOCK
+    schema = _SCHEMA
 
     async def load(self) -> StoredRules | None:
         row = await self._db().fetchrow("SELECT version, document FROM category_rules WHERE id = 1")

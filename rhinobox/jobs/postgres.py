@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from rhinobox.catalog.postgres_pool import open_pool_with_schema
+from rhinobox.catalog.postgres_pool import PooledStore
 from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState, job_columns
 
 __all__ = ["PostgresJobStore"]
@@ -107,35 +107,19 @@ def _affected(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresJobStore:
+class PostgresJobStore(PooledStore):
     """A shared `JobStore` in the PostgreSQL database named by `dsn`; `node` is this process's id."""
 
     shared: Final = True
+    pool_max_size = POOL_MAX_SIZE
+    command_timeout = COMMAND_TIMEOUT_S
+    application_name = "rhinobox-jobs"
+    schema_lock = SCHEMA_LOCK
+    schema = _SCHEMA
 
     def __init__(self, dsn: str, node: str) -> None:
-        self.dsn = dsn
+        super().__init__(dsn)
         self.node = node
-        self._pool: asyncpg.Pool | None = None
-
-    async def open(self) -> None:
-        self._pool = await open_pool_with_schema(
-            self.dsn,
-            max_size=POOL_MAX_SIZE,
-            command_timeout=COMMAND_TIMEOUT_S,
-            application_name="rhinobox-jobs",
-            schema_lock=SCHEMA_LOCK,
-            schema=_SCHEMA,
-        )
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    def _db(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("job store is not open")
-        return self._pool
 
     async def save(self, job: Job, new_results: Sequence[FileResult]) -> None:
         rows = [(job.id, int(r["index"]), json.dumps(r, separators=(",", ":"))) for r in new_results]
