@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import blake3
 
-__all__ = ["blake3_hex", "blob_files", "form", "raw_multipart", "spool_files"]
+__all__ = ["blake3_hex", "blob_files", "form", "raw_multipart", "send_partial_upload", "spool_files"]
 
 
 def blake3_hex(data: bytes) -> str:
@@ -68,3 +69,32 @@ def spool_files(data_dir: Path) -> list[Path]:
     """Spool files left in the data dir (there should be none between requests)."""
     spool = data_dir / "tmp"
     return sorted(spool.iterdir()) if spool.exists() else []
+
+
+async def send_partial_upload(
+    host: str | None, port: int | None, parts: list[tuple[str, bytes]], *, declared_length: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a raw connection and send an ingest request whose body stops short of `declared_length`.
+
+    The last part is left open (no closing boundary): the server sees a client that stalls or vanishes
+    mid-upload. Returns the connection so the test can wait, read the answer, or close it.
+    """
+    assert host is not None
+    assert port is not None
+    boundary = "partialupload"
+    body = b"".join(
+        (b"\r\n" if i else b"")
+        + f"--{boundary}\r\n".encode()
+        + f'Content-Disposition: form-data; name="files"; filename="{name}"\r\n\r\n'.encode()
+        + payload
+        for i, (name, payload) in enumerate(parts)
+    )
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /ingest HTTP/1.1\r\nHost: x\r\n"
+        + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
+        + f"Content-Length: {declared_length}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    return reader, writer

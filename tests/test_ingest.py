@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from rhinobox.app import create_app
 from rhinobox.http.keys import PIPELINE
 from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, raw_multipart, spool_files
+from tests.helpers import blake3_hex, blob_files, form, raw_multipart, send_partial_upload, spool_files
 from tests.samples import SAMPLES, make_sample
 
 Client = TestClient[web.Request, web.Application]
@@ -318,26 +318,13 @@ async def test_wrong_method_is_a_json_405(client: Client) -> None:
 
 async def test_client_disconnect_mid_upload_leaves_nothing_behind(client: Client, data_dir: Path) -> None:
     """A client that sends one whole small file, then half of a large one, then vanishes."""
-    boundary = "cut"
     _, small = make_sample("png", 1)
-    head = (
-        f"--{boundary}\r\n".encode()
-        + b'Content-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
-        + small
-        + f"\r\n--{boundary}\r\n".encode()
-        + b'Content-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n'
-        + b"q" * (3 * 1024 * 1024)
+    _, writer = await send_partial_upload(
+        client.server.host,
+        client.server.port,
+        [("a.png", small), ("big.bin", b"q" * (3 * 1024 * 1024))],
+        declared_length=20_000_000,
     )
-    assert client.server.host is not None
-    assert client.server.port is not None
-    _, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write(
-        b"POST /ingest HTTP/1.1\r\nHost: x\r\n"
-        + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
-        + f"Content-Length: {len(head) + 10_000_000}\r\n\r\n".encode()
-        + head
-    )
-    await writer.drain()
     await asyncio.sleep(0.3)
     writer.close()
     await writer.wait_closed()

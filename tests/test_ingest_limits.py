@@ -19,7 +19,7 @@ from rhinobox.app import create_app
 from rhinobox.http.keys import PIPELINE
 from rhinobox.ingest.pool import WorkerPool
 from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, spool_files
+from tests.helpers import blake3_hex, blob_files, form, send_partial_upload, spool_files
 from tests.samples import make_sample
 from tests.server_process import RhinoBoxProcess
 
@@ -84,21 +84,9 @@ async def test_a_stalled_client_is_cut_off_and_releases_everything(
 ) -> None:
     monkeypatch.setattr(http_ingest, "BODY_IDLE_SECONDS", 0.5)
     arenas = client.app[PIPELINE].arenas
-    boundary = "stall"
-    head = (
-        f"--{boundary}\r\n".encode()
-        + b'Content-Disposition: form-data; name="files"; filename="small.bin"\r\n\r\n'
-        + b"s" * 1000
+    reader, writer = await send_partial_upload(
+        client.server.host, client.server.port, [("small.bin", b"s" * 1000)], declared_length=100_000
     )
-    assert client.server.host is not None
-    assert client.server.port is not None
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write(
-        b"POST /ingest HTTP/1.1\r\nHost: x\r\n"
-        + f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n".encode()
-        + head
-    )
-    await writer.drain()
     await asyncio.sleep(0.2)
     assert arenas.available == arenas.limit - 1  # the stalled small file holds one arena
     status_line = await asyncio.wait_for(reader.readline(), 10)
@@ -111,21 +99,9 @@ async def test_a_stalled_client_is_cut_off_and_releases_everything(
 
 async def test_a_large_file_holds_no_arena_while_it_streams(client: Client) -> None:
     arenas = client.app[PIPELINE].arenas
-    boundary = "big"
-    head = (
-        f"--{boundary}\r\n".encode()
-        + b'Content-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n'
-        + b"b" * (2 * 1024 * 1024)
+    _, writer = await send_partial_upload(
+        client.server.host, client.server.port, [("big.bin", b"b" * (2 * 1024 * 1024))], declared_length=9_000_000
     )
-    assert client.server.host is not None
-    assert client.server.port is not None
-    _, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write(
-        b"POST /ingest HTTP/1.1\r\nHost: x\r\n"
-        + f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 9000000\r\n\r\n".encode()
-        + head
-    )
-    await writer.drain()
     for _ in range(50):
         await asyncio.sleep(0.05)
         if spool_files(client.app[PIPELINE].store.spool_dir.parent):
