@@ -4,13 +4,17 @@ Disk floor (per batch): create + write a temp file per file, syncfs, rename into
 of a pre-created 256-directory fan-out, syncfs (the syncs only with `sync=True`), exactly the calls
 RhinoBox makes with RHINOBOX_FSYNC=always, without HTTP, hashing, sniffing or the catalog.
 Hash floor: BLAKE3 of the same bytes, one file at a time.
+
+Finished trees are moved aside (`discard`), not deleted: on an ext4 without a journal (as on these
+machines: /proc/fs/jbd2 is empty) the inode allocator skips every inode freed in the last 30 s, so a
+tree deleted between targets slows whichever target runs next (perf showed `recently_deleted` at 20%
+of the server's CPU). The bench deletes the whole work directory, trash included, at the end.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +26,20 @@ import blake3
 from benchmarks.workload import Streamed
 from rhinobox.blobs.fsops import sync_filesystem
 
-__all__ = ["FileLike", "disk_floor", "hash_floor", "pack_floor"]
+__all__ = ["TRASH_DIR", "FileLike", "discard", "disk_floor", "hash_floor", "pack_floor"]
 
 FileLike = bytes | Streamed
 _FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+TRASH_DIR: Final = ".trash"  # beside each discarded tree; removed with the bench's work directory
+
+
+def discard(path: Path) -> None:
+    """Move a finished tree into the trash beside it (a rename: no inode freed during the run)."""
+    if not path.exists():
+        return
+    trash = path.parent / TRASH_DIR
+    trash.mkdir(exist_ok=True)
+    path.rename(trash / f"{path.name}-{time.monotonic_ns()}")
 
 
 def _chunks(file: FileLike, ring: Sequence[bytes]) -> Iterator[bytes | memoryview]:
@@ -53,7 +67,7 @@ def _write_file(path: Path, file: FileLike, ring: Sequence[bytes]) -> None:
 
 def make_tree(root: Path) -> tuple[Path, Path]:
     """A fresh `tmp/` and `blobs/00..ff` under `root` (created before timing, as the server does at open)."""
-    shutil.rmtree(root, ignore_errors=True)
+    discard(root)
     spool, blobs = root / "tmp", root / "blobs"
     spool.mkdir(parents=True)
     for prefix in range(256):
@@ -83,7 +97,7 @@ def disk_floor(
         os.close(dirfd)
         if pool is not None:
             pool.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
+        discard(root)
 
 
 def _store_batch(
@@ -134,7 +148,7 @@ def pack_floor(root: Path, batches: Sequence[Sequence[bytes]], *, sync: bool) ->
     were appended to large files (as SeaweedFS volumes or Perkeep's blobpacked do) instead of one
     file each.
     """
-    shutil.rmtree(root, ignore_errors=True)
+    discard(root)
     root.mkdir(parents=True)
     dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -156,4 +170,4 @@ def pack_floor(root: Path, batches: Sequence[Sequence[bytes]], *, sync: bool) ->
         return time.perf_counter() - start
     finally:
         os.close(dirfd)
-        shutil.rmtree(root, ignore_errors=True)
+        discard(root)

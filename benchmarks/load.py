@@ -32,7 +32,7 @@ from typing import Final
 import blake3
 import uvloop
 
-from benchmarks.floors import FileLike, disk_floor, hash_floor, pack_floor
+from benchmarks.floors import FileLike, discard, disk_floor, hash_floor, pack_floor
 from benchmarks.httpload import Body, LoadResult, closed_loop, paced
 from benchmarks.procs import ServerProcess, floor_server, rhinobox_server
 from benchmarks.profiling import Profiler, summarise
@@ -136,7 +136,7 @@ class Bench:
 
     def fresh_dir(self, name: str) -> Path:
         path = self.work / name
-        shutil.rmtree(path, ignore_errors=True)
+        discard(path)
         return path
 
     def rhinobox(self, fsync: str, data_dir: Path | None = None) -> ServerProcess:
@@ -201,11 +201,11 @@ class Bench:
             for parser in FLOOR_PARSERS:
                 with floor_server(self.fresh_dir(f"floor-{parser}"), parser) as server:
                     self.measure_http(report, f"http floor {parser}", server, bodies, connections, files, nbytes)
-                shutil.rmtree(self.work / f"floor-{parser}", ignore_errors=True)
+                discard(self.work / f"floor-{parser}")
         for mode in self.fsync_modes:
             with self.rhinobox(mode) as server:
                 self.measure_http(report, f"rhinobox fsync={mode}", server, bodies, connections, files, nbytes)
-            shutil.rmtree(self.work / f"rhinobox-{mode}", ignore_errors=True)
+            discard(self.work / f"rhinobox-{mode}")
 
     def local_floors(self, report: ScenarioReport, batches: Sequence[Sequence[FileLike]], nbytes: int) -> None:
         """Disk floor (per fsync mode, 1 and 2 threads: the better counts) and hash floor, same bytes."""
@@ -388,7 +388,7 @@ class Bench:
                     m = self.measure_http(report, f"{label} fsync={mode}", server, bodies, 1, len(data), nbytes)
                     if count:
                         m.note += f"; prefill took {seconds:.0f}s"
-                shutil.rmtree(data_dir, ignore_errors=True)
+                discard(data_dir)
         self.storesize_ratios(report)
         return report
 
