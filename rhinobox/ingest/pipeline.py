@@ -25,8 +25,9 @@ from rhinobox.ingest.pins import HashArbiter, HashPins
 from rhinobox.ingest.pool import WorkerPool
 from rhinobox.ingest.session import DIGEST_FIELD_SUFFIX, IngestReport, IngestSession
 from rhinobox.ingest.sniff import MimeSniffer
-from rhinobox.ingest.stages import StageContext, prepare_in_memory
-from rhinobox.settings import Settings
+from rhinobox.ingest.spool import SpoolWriter
+from rhinobox.ingest.stages import StageContext, prepare_in_memory, type_by_signature
+from rhinobox.settings import FsyncMode, Settings
 
 __all__ = ["DIGEST_FIELD_SUFFIX", "IngestPipeline"]
 
@@ -56,7 +57,11 @@ class IngestPipeline:
         # The backend may arbitrate across nodes (rhinobox.backends.make_arbiter); HashPins is in-process.
         self.pins: HashArbiter = pins if pins is not None else HashPins()
         self.stage_context = StageContext(store, self.sniffer, categorizer)
-        self.singles = SingleFileCoalescer(self.pool, partial(prepare_in_memory, self.stage_context))
+        # A local store syncs each spooled file before answering: start its write-out block by block.
+        self._spool_writeback = store.inline_io and settings.fsync is FsyncMode.ALWAYS
+        self.singles = SingleFileCoalescer(
+            self.pool, partial(prepare_in_memory, self.stage_context), partial(type_by_signature, self.stage_context)
+        )
 
     async def warm_up(self) -> None:
         """Load libmagic in the loop thread and in every worker now, so no request pays for it."""
@@ -81,6 +86,10 @@ class IngestPipeline:
         self.pool.admit()
         self.check_free_space()
         return IngestSession(self), boundary
+
+    def new_spool_writer(self) -> SpoolWriter:
+        """A spool file for one large upload (raises a storage error if it cannot be created)."""
+        return SpoolWriter(self.store.spool_dir, writeback=self._spool_writeback)
 
     def check_free_space(self) -> None:
         """Refuse to start writing when the data disk is below the free-space floor."""

@@ -12,10 +12,11 @@ from rhinobox.blobs.store import BlobStore
 from rhinobox.errors import RhinoBoxError, StorageError
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
+from rhinobox.ingest.signatures import match_signature
 from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
 from rhinobox.ingest.spool import write_spool_file
 
-__all__ = ["StageContext", "commit_entries", "prepare_in_memory", "prepare_spooled"]
+__all__ = ["StageContext", "commit_entries", "prepare_in_memory", "prepare_spooled", "type_by_signature"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +28,28 @@ class StageContext:
     categorizer: Categorizer
 
 
+def type_by_signature(ctx: StageContext, entry: FileEntry) -> bool:
+    """Type and categorize an arena file from the signature table alone; False if libmagic is needed.
+
+    Microseconds, no libmagic: what lets a caller decide to prepare the file on the event loop.
+    """
+    assert entry.arena is not None
+    mime = match_signature(entry.arena.view[entry.offset : entry.offset + min(entry.size, SNIFF_BYTES)])
+    if mime is None:
+        return False
+    entry.mime = mime
+    entry.blob_category = ctx.categorizer.categorize(mime, entry.extension)
+    return True
+
+
 def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry], *, defer_known: bool = False) -> None:
     """Sniff, categorize, and spool (unless the blob is already stored) files held in an arena.
 
     The digest is already known and pinned, so `contains` cannot be invalidated by a delete. A network
     store is not asked: its commit looks anyway, and a local spool write is cheaper than a round trip.
     With `defer_known`, content already stored is not sniffed at all: the caller takes its type from
-    the catalog in one query for the whole request (`mime` stays None until then).
+    the catalog in one query for the whole request (`mime` stays None until then). A file already
+    typed (`type_by_signature`) is not sniffed again.
     """
     rules = ctx.categorizer.snapshot()
     spool_dir = ctx.store.spool_dir
@@ -45,8 +61,9 @@ def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry], *, defer_
             stored = ctx.store.inline_io and ctx.store.contains(entry.digest)
             if stored and defer_known:
                 continue
-            entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
-            entry.blob_category = rules.categorize(entry.mime, entry.extension)
+            if entry.mime is None:
+                entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
+                entry.blob_category = rules.categorize(entry.mime, entry.extension)
             if not stored:
                 entry.spool_path = write_spool_file(spool_dir, data)
         except RhinoBoxError as exc:

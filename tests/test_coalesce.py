@@ -1,0 +1,141 @@
+"""Single-file coalescing: alone or signature-typed files are prepared inline, others share a worker task."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import blake3
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from rhinobox.blobs.local import LocalBlobStore
+from rhinobox.http.keys import PIPELINE
+from rhinobox.ingest.buffers import Arena
+from rhinobox.ingest.categories import Categorizer
+from rhinobox.ingest.coalesce import INLINE_PER_ITERATION, SingleFileCoalescer
+from rhinobox.ingest.entry import FileEntry
+from rhinobox.ingest.pool import WorkerPool
+from rhinobox.ingest.sniff import MimeSniffer
+from rhinobox.ingest.stages import StageContext, prepare_in_memory, type_by_signature
+from tests.helpers import form
+from tests.samples import SAMPLES, make_sample
+
+Client = TestClient[web.Request, web.Application]
+
+
+class CountingSniffer(MimeSniffer):
+    """libmagic, counting the calls that reach it (the signature table answers before it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def sniff(self, head: bytes | memoryview) -> str:
+        self.calls += 1
+        return super().sniff(head)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalBlobStore]:
+    blobs = LocalBlobStore(tmp_path / "data", durable=False)
+    blobs.open()
+    yield blobs
+    blobs.close()
+
+
+@pytest.fixture
+def pool() -> Iterator[WorkerPool]:
+    workers = WorkerPool(2, 100)
+    yield workers
+    workers.close()
+
+
+def png(seed: int) -> bytes:
+    return SAMPLES["png"][0](seed) + bytes(64)  # long enough for the signature table
+
+
+def entry_of(data: bytes, index: int = 0) -> FileEntry:
+    arena = Arena(len(data))
+    arena.append(data)
+    entry = FileEntry(index=index, name=f"f{index}", extension="", claimed_type=None, arena=arena, size=len(data))
+    entry.digest = blake3.blake3(data).hexdigest()
+    return entry
+
+
+def coalescer(store: LocalBlobStore, pool: WorkerPool, sniffer: MimeSniffer) -> SingleFileCoalescer:
+    ctx = StageContext(store, sniffer, Categorizer.load(store.spool_dir.parent))
+    return SingleFileCoalescer(pool, partial(prepare_in_memory, ctx), partial(type_by_signature, ctx))
+
+
+async def test_a_lone_request_is_prepared_inline(store: LocalBlobStore, pool: WorkerPool) -> None:
+    singles = coalescer(store, pool, MimeSniffer())
+    singles.enter()
+    entry = entry_of(random.Random(1).randbytes(4096))
+    assert singles.prepare(entry) is None
+    assert entry.mime == "application/octet-stream"
+    assert entry.spool_path is not None
+    assert entry.spool_path.exists()
+    assert (singles.inline, singles.coalesced) == (1, 0)
+
+
+async def test_under_load_media_is_inline_and_unknown_content_shares_a_worker(
+    store: LocalBlobStore, pool: WorkerPool
+) -> None:
+    sniffer = CountingSniffer()
+    singles = coalescer(store, pool, sniffer)
+    for _ in range(3):
+        singles.enter()
+    media = entry_of(png(1), 0)
+    unknown = [entry_of(random.Random(seed).randbytes(4096), seed) for seed in (2, 3)]
+    assert singles.prepare(media) is None
+    assert media.mime == "image/png"
+    assert media.blob_category == "images/png"
+    assert media.spool_path is not None
+    assert media.spool_path.read_bytes() == png(1)
+    assert sniffer.calls == 0  # typed by the signature table, never sent to libmagic
+    shared = [singles.prepare(e) for e in unknown]
+    assert shared[0] is not None
+    assert shared[0] is shared[1]
+    await shared[0]
+    assert [e.mime for e in unknown] == ["application/octet-stream"] * 2
+    assert all(e.spool_path is not None and e.spool_path.exists() for e in unknown)
+    assert (singles.inline, singles.coalesced) == (1, 2)
+
+
+async def test_inline_preparation_is_bounded_per_loop_iteration(store: LocalBlobStore, pool: WorkerPool) -> None:
+    singles = coalescer(store, pool, MimeSniffer())
+    for _ in range(3):
+        singles.enter()
+    first = [entry_of(png(seed), seed) for seed in range(INLINE_PER_ITERATION + 4)]
+    results = [singles.prepare(e) for e in first]
+    assert results.count(None) == INLINE_PER_ITERATION
+    waiting = {r for r in results if r is not None}
+    assert len(waiting) == 1
+    await asyncio.gather(*waiting)
+    assert all(e.mime == "image/png" and e.spool_path is not None for e in first)
+    # The next loop iteration has its budget back.
+    await asyncio.sleep(0)
+    later = entry_of(png(999), 999)
+    assert singles.prepare(later) is None
+
+
+async def test_concurrent_single_uploads_are_stored_with_their_types(client: Client) -> None:
+    kinds = ["png"] * 40 + ["text"] * 40 + ["binary"] * 10
+    random.Random(5).shuffle(kinds)
+    samples = [(kind, make_sample(kind, i)) for i, kind in enumerate(kinds)]
+    responses = await asyncio.gather(*(client.post("/ingest", data=form([s])) for _, s in samples))
+    bodies = [await r.json() for r in responses]
+    assert [r.status for r in responses] == [200] * len(samples)
+    for (kind, (_, data)), body in zip(samples, bodies, strict=True):
+        result = body["results"][0]
+        assert result["hash"] == blake3.blake3(data).hexdigest()
+        assert result["mime"] == SAMPLES[kind][2]
+        got = await client.get(result["url"])
+        assert await got.read() == data
+    singles = client.app[PIPELINE].singles
+    assert singles.inline + singles.coalesced == len(samples)
