@@ -1,6 +1,7 @@
-"""Linux filesystem calls the standard library lacks: rename without replace, and syncfs.
+"""Linux filesystem calls the standard library lacks: rename without replace, syncfs, sync_file_range.
 
-Both fall back to portable (slower) equivalents where the kernel or filesystem says no.
+Each falls back to a portable equivalent (or, for the write-out hint, to nothing) where the kernel or
+filesystem says no.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import os
 from pathlib import Path
 from typing import Final
 
-__all__ = ["rename_noreplace", "sync_filesystem"]
+__all__ = ["rename_noreplace", "start_writeback", "sync_filesystem"]
 
 _AT_FDCWD: Final = -100
 _RENAME_NOREPLACE: Final = 1
+_SYNC_FILE_RANGE_WRITE: Final = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _renameat2 = getattr(_libc, "renameat2", None)
 _syncfs = getattr(_libc, "syncfs", None)
+_sync_file_range = getattr(_libc, "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 
 
 def rename_noreplace(src: str | Path, dst: str | Path) -> bool:
@@ -55,3 +60,14 @@ def sync_filesystem(fd: int) -> None:
     if _syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing `length` bytes at `offset` of `fd` to disk now, without waiting for them.
+
+    A large upload then reaches its final sync with most of its pages already on their way, instead
+    of the whole file dirty at once. Advisory only (durability still comes from the sync): a kernel
+    or filesystem that refuses it is ignored.
+    """
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)

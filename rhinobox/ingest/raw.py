@@ -18,7 +18,6 @@ from rhinobox.errors import DigestMismatch, EmptyFile, FileTooLarge, StorageErro
 from rhinobox.ingest.blocks import BlockSpooler
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
 from rhinobox.ingest.names import extension_of
-from rhinobox.ingest.spool import SpoolWriter
 from rhinobox.ingest.stages import commit_entries, prepare_spooled
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ async def ingest_raw(
     pipeline.pool.admit()
     pipeline.check_free_space()
     entry = _entry(digest, name, claimed_type)
-    spooler = BlockSpooler(pipeline.pool, SpoolWriter(pipeline.store.spool_dir))
+    spooler = BlockSpooler(pipeline.pool, pipeline.new_spool_writer())
     writer = spooler.writer
     try:
         await _spool(pipeline, entry, spooler, body)

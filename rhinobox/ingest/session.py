@@ -36,7 +36,6 @@ from rhinobox.ingest.entry import STORED, FileEntry
 from rhinobox.ingest.multipart import PART_DATA, PART_END, PART_START, MultipartStream, PartHeaders
 from rhinobox.ingest.names import clean_filename, clean_hint, extension_of
 from rhinobox.ingest.sniff import SNIFF_BYTES
-from rhinobox.ingest.spool import SpoolWriter
 from rhinobox.ingest.stages import commit_entries, prepare_in_memory, prepare_spooled
 
 if TYPE_CHECKING:
@@ -297,7 +296,7 @@ class IngestSession:
 
     async def _spill_to_spool(self, entry: FileEntry, data: memoryview) -> None:
         try:
-            spooler = BlockSpooler(self._p.pool, SpoolWriter(self._p.store.spool_dir))
+            spooler = BlockSpooler(self._p.pool, self._p.new_spool_writer())
         except RhinoBoxError as exc:
             await self._drop_bytes(entry)
             entry.fail(exc)

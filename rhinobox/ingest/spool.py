@@ -17,6 +17,7 @@ from typing import Final
 
 import blake3
 
+from rhinobox.blobs.fsops import start_writeback
 from rhinobox.errors import InsufficientStorage, StorageError
 from rhinobox.ingest.sniff import SNIFF_BYTES
 
@@ -58,10 +59,15 @@ def write_spool_file(spool_dir: Path, data: bytes | memoryview) -> Path:
 
 
 class SpoolWriter:
-    """One large upload being written to a spool file and hashed; `abort` leaves nothing behind."""
+    """One large upload being written to a spool file and hashed; `abort` leaves nothing behind.
 
-    def __init__(self, spool_dir: Path) -> None:
+    With `writeback` (a store that will sync the file before answering), each block's write-out to
+    disk starts as soon as it is written, so the final sync waits for the last blocks only.
+    """
+
+    def __init__(self, spool_dir: Path, *, writeback: bool = False) -> None:
         self.path = new_spool_path(spool_dir)
+        self.writeback = writeback
         self.size = 0
         self.head = b""
         self._hasher = blake3.blake3(max_threads=HASH_THREADS)
@@ -92,6 +98,8 @@ class SpoolWriter:
         except OSError as exc:
             self.abort()
             raise _storage_error(exc) from exc
+        if self.writeback:
+            start_writeback(self._fd, self.size, total)
         self.size += total
 
     def finish(self) -> str:

@@ -1,0 +1,64 @@
+"""Spool writers: bytes and hash of a large upload, and write-out started block by block when syncing."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import blake3
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from rhinobox.app import create_app
+from rhinobox.blobs import fsops
+from rhinobox.http.keys import PIPELINE
+from rhinobox.ingest import spool
+from rhinobox.ingest.spool import SpoolWriter
+from tests.conftest import AiohttpClient, make_settings
+
+MIB = 1024 * 1024
+
+
+def test_writeback_covers_every_block_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ranges: list[tuple[int, int]] = []
+
+    def recording(fd: int, offset: int, length: int) -> None:
+        ranges.append((offset, length))
+        fsops.start_writeback(fd, offset, length)  # the real call: it must accept these arguments
+
+    monkeypatch.setattr(spool, "start_writeback", recording)
+    blocks = [random.Random(i).randbytes(size) for i, size in enumerate((MIB, 3 * MIB + 7, 1, 2 * MIB))]
+    writer = SpoolWriter(tmp_path, writeback=True)
+    for block in blocks[:2]:
+        writer.write(block)
+    writer.write_pieces(blocks[2:])
+    digest = writer.finish()
+    whole = b"".join(blocks)
+    assert digest == blake3.blake3(whole).hexdigest()
+    assert writer.path.read_bytes() == whole
+    assert ranges == [(0, MIB), (MIB, 3 * MIB + 7), (4 * MIB + 7, 2 * MIB + 1)]
+
+
+def test_no_writeback_without_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(spool, "start_writeback", lambda fd, offset, length: calls.append(length))
+    writer = SpoolWriter(tmp_path)
+    writer.write(b"x" * MIB)
+    writer.finish()
+    assert calls == []
+
+
+@pytest.mark.parametrize(("fsync", "expected"), [("always", True), ("never", False)])
+async def test_the_pipeline_asks_for_writeback_only_when_it_syncs(
+    aiohttp_client: AiohttpClient, tmp_path: Path, fsync: str, expected: bool
+) -> None:
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        create_app(make_settings(tmp_path / "data", fsync=fsync))
+    )
+    writer = client.app[PIPELINE].new_spool_writer()
+    try:
+        assert writer.writeback is expected
+    finally:
+        writer.abort()
+    assert not writer.path.exists()
