@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.errors import InvalidRules
-from rhinobox.ingest.categories import DEFAULT_RULES, Categorizer, CategoryRules
+from rhinobox.ingest.categories import DEFAULT_RULES, MEMO_ENTRIES, Categorizer, CategoryRules
 from rhinobox.ingest.rwlock import ReadWriteLock
 from tests.conftest import AiohttpClient, make_settings
 from tests.helpers import form
@@ -93,6 +93,25 @@ async def test_replaced_rules_survive_a_restart(aiohttp_client: AiohttpClient, d
     upload = await second.post("/ingest", data=form([make_sample("gif", 1), make_sample("pdf", 1)]))
     categories = [r["category"] for r in (await upload.json())["results"]]
     assert categories == ["photos/gif", "misc/pdf"]
+
+
+def test_remembered_answers_are_bounded_and_match_the_rules() -> None:
+    rules = CategoryRules.parse({**DEFAULT_RULES, "extension": {".raw": "images/raw"}})
+    fresh = CategoryRules.parse({**DEFAULT_RULES, "extension": {".raw": "images/raw"}})
+    pairs = [(f"image/x-{i}", ".raw" if i % 2 else f".e{i}") for i in range(MEMO_ENTRIES + 500)]
+    pairs += [("application/octet-stream", ".raw"), ("application/octet-stream", ".bin")]
+    for _ in range(2):  # the second pass answers from the memo where it can
+        for mime, extension in pairs:
+            assert rules.categorize(mime, extension) == fresh._categorize(mime, extension)
+    assert rules.categorize("application/octet-stream", ".raw") == "images/raw"
+    assert len(rules._memo) == MEMO_ENTRIES
+
+
+def test_a_swapped_rule_set_does_not_answer_from_the_old_memo(tmp_path: Path) -> None:
+    categorizer = Categorizer.load(tmp_path)
+    assert categorizer.categorize("image/png", ".png") == "images/png"
+    categorizer.replace({**DEFAULT_RULES, "mime": {"image/png": "pictures/png"}})
+    assert categorizer.categorize("image/png", ".png") == "pictures/png"
 
 
 def test_readers_never_see_a_half_applied_update() -> None:

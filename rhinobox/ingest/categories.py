@@ -21,6 +21,8 @@ from rhinobox.ingest.rwlock import ReadWriteLock
 __all__ = ["DEFAULT_RULES", "RULES_FILENAME", "Categorizer", "CategoryRules"]
 
 MAX_RULES: Final = 10_000
+# Answers a rule set remembers; (type, extension) pairs come from clients, so the memo is bounded.
+MEMO_ENTRIES: Final = 4096
 _MIME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9.+_-]*/(\*|[a-z0-9][a-z0-9.+_-]*)")
 _EXTENSION_PATTERN: Final = re.compile(r"\.[a-z0-9]{1,16}")
 _CATEGORY_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]*(/([a-z0-9.+_-]+|\{subtype\}))+")
@@ -109,6 +111,8 @@ class CategoryRules:
     generic: frozenset[str]
     default: str
     source: Mapping[str, Any] = field(compare=False)
+    # The rules never change, so an answer stays right for the life of this set (a swap brings a new memo).
+    _memo: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def parse(cls, document: object) -> CategoryRules:
@@ -132,6 +136,15 @@ class CategoryRules:
 
     def categorize(self, mime: str, extension: str) -> str:
         """The category for a detected MIME type and a (lowercase, dotted) extension."""
+        key = (mime, extension)
+        known = self._memo.get(key)
+        if known is None:
+            known = self._categorize(mime, extension)
+            if len(self._memo) < MEMO_ENTRIES:
+                self._memo[key] = known
+        return known
+
+    def _categorize(self, mime: str, extension: str) -> str:
         by_extension = self.extension.get(extension) if extension else None
         if by_extension and mime in self.generic:
             return _fill(by_extension, mime)

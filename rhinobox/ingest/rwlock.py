@@ -5,8 +5,26 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 
 __all__ = ["ReadWriteLock"]
+
+
+class _ReadGuard:
+    """`with lock.read():` as a plain object: every file takes the read lock, a generator per use costs."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: ReadWriteLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire_read()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._lock.release_read()
 
 
 class ReadWriteLock:
@@ -17,20 +35,23 @@ class ReadWriteLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._read_guard = _ReadGuard(self)  # holds no state of its own: one serves every reader
 
-    @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self) -> _ReadGuard:
+        """A context manager holding the lock shared for its block."""
+        return self._read_guard
+
+    def acquire_read(self) -> None:
         with self._cond:
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:
