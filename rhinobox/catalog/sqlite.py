@@ -1,18 +1,20 @@
-"""SQLite catalog (aiosqlite, WAL): one writer connection fed by a queue, reads on a second connection.
+"""SQLite catalog (WAL): writes on a writer thread fed by a queue (sqlite_writer), reads on aiosqlite.
 
 Concurrent `record_uploads` calls are grouped: whatever is queued when the writer wakes goes into
-one transaction, so N concurrent single-file requests cost one commit (one WAL fsync), not N.
+one transaction, their records into one multi-row statement per table, so N concurrent single-file
+requests cost one commit (one WAL fsync) and a few statements, not N of each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import aiosqlite
 
@@ -28,6 +30,8 @@ from rhinobox.catalog.base import (
     category_prefixes,
 )
 from rhinobox.catalog.sqlite_schema import NAME_BLOB_LIMIT, NAME_SLOTS, migrate
+from rhinobox.catalog.sqlite_writer import MergeableJob, SQLiteWriter, WriteJob
+from rhinobox.errors import StorageError
 
 __all__ = ["SQLiteCatalog"]
 
@@ -36,29 +40,37 @@ log = logging.getLogger(__name__)
 CATALOG_FILENAME: Final = "catalog.sqlite3"
 BUSY_TIMEOUT_MS: Final = 30_000
 LOOKUP_CHUNK: Final = 500  # stays under SQLite's bound-parameter limit
-CLOSE_DRAIN_POLLS: Final = 500  # x 10 ms: how long close waits for queued writes
+# The most rows one multi-row INSERT carries (the bound-variable limit may cap it lower): each row
+# count is its own statement in the connection's cache, and a huge one compiles slowly.
+MAX_ROWS_PER_STATEMENT: Final = 1024
+STATEMENT_CACHE: Final = 512  # the writer's prepared statements, several row counts of each insert
 CHECKPOINT_SECONDS: Final = 1.0
 WAL_BACKSTOP_PAGES: Final = 20_000  # about 80 MiB of WAL
 MAX_ID: Final = 2**63 - 1  # a cursor past any id lists from the newest (SQLite integers are 64-bit)
 TRIGRAM: Final = 3  # shortest name the trigram index can search; shorter ones scan blobs newest first
 
-WriteJob = Callable[[aiosqlite.Connection], Awaitable[object]]
+T = TypeVar("T")
 
-# A new blob's first_upload_at is never earlier than an existing blob's (a clock step back is absorbed),
-# so first_upload_at grows with id and a time window is an id range (see _id_bound).
-_INSERT_BLOB: Final = """
-INSERT INTO blobs (hash, size, mime, category, first_upload_at, last_upload_at, upload_count)
-SELECT ?1, ?2, ?3, ?4, t, t, 1 FROM (SELECT max(?5, ifnull((SELECT max(first_upload_at) FROM blobs), ?5)) AS t)
-WHERE true
+# Multi-row inserts: `{rows}` is the row marks repeated, one set per row. A new blob's first_upload_at
+# is never earlier than an existing blob's (a clock step back is absorbed; _clamped_blob_rows works it
+# out), so first_upload_at grows with id and a time window is an id range (see _id_bound).
+_INSERT_BLOBS: Final = """
+INSERT INTO blobs (hash, size, mime, category, first_upload_at, last_upload_at, upload_count) VALUES {rows}
 ON CONFLICT(hash) DO UPDATE SET
     last_upload_at = max(last_upload_at, excluded.last_upload_at),
     upload_count = upload_count + 1
 """
-_INSERT_UPLOAD: Final = """
-INSERT INTO uploads (hash, name, category, hint, comment, claimed_type, uploaded_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
-_INSERT_PREFIX: Final = "INSERT OR IGNORE INTO blob_prefixes (prefix, blob_id) SELECT ?, id FROM blobs WHERE hash = ?"
+_BLOB_MARKS: Final = "(?, ?, ?, ?, ?, ?, 1)"
+_INSERT_UPLOADS: Final = (
+    "INSERT INTO uploads (hash, name, category, hint, comment, claimed_type, uploaded_at) VALUES {rows}"
+)
+_UPLOAD_MARKS: Final = "(?, ?, ?, ?, ?, ?, ?)"
+# CROSS JOIN keeps the rows outermost: one index seek into blobs per row, never a scan of blobs.
+_INSERT_PREFIXES: Final = (
+    "INSERT OR IGNORE INTO blob_prefixes (prefix, blob_id)"
+    " SELECT v.column1, b.id FROM (VALUES {rows}) AS v CROSS JOIN blobs AS b WHERE b.hash = v.column2"
+)
+_PREFIX_MARKS: Final = "(?, ?)"
 _BLOB_COLUMNS: Final = "b.id, b.hash, b.size, b.mime, b.category, b.first_upload_at, b.last_upload_at, b.upload_count"
 _UPLOAD_COLUMNS: Final = "id, name, category, hint, comment, claimed_type, uploaded_at"
 _FIRST_NAME: Final = "(SELECT u.name FROM uploads u WHERE u.hash = b.hash ORDER BY u.id LIMIT 1)"
@@ -70,13 +82,15 @@ class SQLiteCatalog:
     def __init__(self, path: Path, *, durable: bool) -> None:
         self.path = path
         self._durable = durable
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: SQLiteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[WriteJob, asyncio.Future[object]]] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
         self._checkpointer: aiosqlite.Connection | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
-        self.commits = 0
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since open (a group of concurrent writes is one)."""
+        return self._writer.commits if self._writer is not None else 0
 
     @classmethod
     def in_data_dir(cls, data_dir: Path, *, durable: bool) -> SQLiteCatalog:
@@ -84,17 +98,37 @@ class SQLiteCatalog:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        # Checkpoints run beside the writer (below), not inside a commit: SQLite's default of one
-        # every 1,000 pages stalls the committing request for the whole checkpoint. This limit is
-        # only a backstop in case the background checkpoints fall behind.
-        await self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
-        await migrate(self._writer)
-        self._reader = await self._connect()
-        self._checkpointer = await self._connect()
-        self._writer_task = asyncio.create_task(self._write_loop(), name="rhinobox-catalog-writer")
+        setup = await self._connect()
+        try:
+            await setup.execute("PRAGMA journal_mode=WAL")
+            await migrate(setup)  # before the writer thread starts: nothing else writes yet
+        finally:
+            await setup.close()
+        try:
+            self._writer = SQLiteWriter(self._connect_writer, name="rhinobox-catalog-writer")
+            await self._writer.start()
+            self._reader = await self._connect()
+            self._checkpointer = await self._connect()
+        except BaseException:
+            await self.close()
+            raise
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="rhinobox-catalog-checkpoint")
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        """The write connection; opened on the writer thread, which alone uses it."""
+        db = sqlite3.connect(self.path, isolation_level=None, cached_statements=STATEMENT_CACHE)
+        try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+            db.execute("PRAGMA journal_mode=WAL")
+            # Checkpoints run beside the writer (below), not inside a commit: SQLite's default of one
+            # every 1,000 pages stalls the committing request for the whole checkpoint. This limit is
+            # only a backstop in case the background checkpoints fall behind.
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     async def _checkpoint_loop(self) -> None:
         """Copy committed WAL frames into the database now and then, without blocking the writer."""
@@ -113,25 +147,18 @@ class SQLiteCatalog:
         return db
 
     async def close(self) -> None:
-        if self._writer_task is not None:
-            # Let writes already queued commit (they were promised to callers), then stop the writer.
-            for _ in range(CLOSE_DRAIN_POLLS):
-                if self._queue.empty():
-                    break
-                await asyncio.sleep(0.01)
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
-            self._writer_task = None
+        if self._writer is not None:
+            # Writes already queued commit (they were promised to callers); later ones are refused.
+            await self._writer.close()
         if self._checkpoint_task is not None:
             self._checkpoint_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpoint_task
             self._checkpoint_task = None
-        for db in (self._checkpointer, self._reader, self._writer):
+        for db in (self._checkpointer, self._reader):
             if db is not None:
                 await db.close()
-        self._checkpointer = self._reader = self._writer = None
+        self._checkpointer = self._reader = None
 
     async def ping(self) -> None:
         async with self._read().execute("SELECT 1") as cursor:
@@ -142,60 +169,18 @@ class SQLiteCatalog:
             raise RuntimeError("catalog is not open")
         return self._reader
 
-    async def write(self, job: WriteJob) -> object:
-        """Run `job` inside the writer's next transaction and return its result."""
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        await self._queue.put((job, future))
-        return await future
+    async def write(self, job: WriteJob[T]) -> T:
+        """Run `job(connection)` on the writer thread inside its next group transaction; return its result."""
+        return await self._writes().submit(job)
 
-    async def _write_loop(self) -> None:
-        assert self._writer is not None
-        db = self._writer
-        while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._run_group(db, batch)
-
-    async def _run_group(self, db: aiosqlite.Connection, batch: list[tuple[WriteJob, asyncio.Future[object]]]) -> None:
-        """One transaction for the whole group; if it fails, each job is retried alone so the others commit."""
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            records = [job for job, _ in batch if isinstance(job, _UploadRows)]
-            if records:  # every queued upload record in 3 statements, not 3 per request
-                await _UploadRows.merged(records)(db)
-            results = [None if isinstance(job, _UploadRows) else await job(db) for job, _ in batch]
-            await db.execute("COMMIT")
-            self.commits += 1
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                await db.execute("ROLLBACK")
-            if len(batch) == 1:
-                future = batch[0][1]
-                if not future.done():
-                    future.set_exception(exc)
-                return
-            for item in batch:
-                await self._run_group(db, [item])
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+    def _writes(self) -> SQLiteWriter:
+        if self._writer is None:
+            raise StorageError("the catalog is not open")
+        return self._writer
 
     async def record_uploads(self, records: Sequence[UploadRecord]) -> None:
-        if not records:
-            return
-        blob_rows: list[tuple[object, ...]] = [
-            (r.digest, r.size, r.mime, r.blob_category, r.uploaded_at) for r in records
-        ]
-        upload_rows: list[tuple[object, ...]] = [
-            (r.digest, r.name, r.category, r.hint, r.comment, r.claimed_type, r.uploaded_at) for r in records
-        ]
-        prefix_rows = list(
-            dict.fromkeys((prefix, r.digest) for r in records for prefix in category_prefixes(r.category))
-        )
-
-        await self.write(_UploadRows(blob_rows, upload_rows, prefix_rows))
+        if records:
+            await self._writes().submit(_UploadRows(records))
 
     async def known_digests(self, digests: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(digests))
@@ -294,23 +279,21 @@ class SQLiteCatalog:
         )
 
     async def delete_blob(self, digest: str) -> bool:
-        async def job(db: aiosqlite.Connection) -> bool:
-            async with db.execute("SELECT id, category FROM blobs WHERE hash = ?", (digest,)) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                return False
-            blob_id, category = row
-            async with db.execute("SELECT DISTINCT category FROM uploads WHERE hash = ?", (digest,)) as cursor:
-                filed = {category, *(r[0] for r in await cursor.fetchall())}
-            prefixes = {prefix for name in filed for prefix in category_prefixes(name)}
-            await db.executemany(
-                "DELETE FROM blob_prefixes WHERE prefix = ? AND blob_id = ?", [(p, blob_id) for p in prefixes]
-            )
-            await db.execute("DELETE FROM uploads WHERE hash = ?", (digest,))
-            await db.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
-            return True
+        return await self.write(functools.partial(_delete_blob, digest=digest))
 
-        return bool(await self.write(job))
+
+def _delete_blob(db: sqlite3.Connection, digest: str) -> bool:
+    """The blob, its uploads and its category prefixes (a write job)."""
+    row = db.execute("SELECT id, category FROM blobs WHERE hash = ?", (digest,)).fetchone()
+    if row is None:
+        return False
+    blob_id, category = row
+    filed = {category, *(r[0] for r in db.execute("SELECT DISTINCT category FROM uploads WHERE hash = ?", (digest,)))}
+    prefixes = {prefix for name in filed for prefix in category_prefixes(name)}
+    db.executemany("DELETE FROM blob_prefixes WHERE prefix = ? AND blob_id = ?", [(p, blob_id) for p in prefixes])
+    db.execute("DELETE FROM uploads WHERE hash = ?", (digest,))
+    db.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+    return True
 
 
 def _clamp(limit: int) -> int:
@@ -405,29 +388,65 @@ def _name_search_sql(
     return sql, params
 
 
-class _UploadRows:
+class _UploadRows(MergeableJob):
     """The rows of one `record_uploads` call; the writer merges all queued ones into one set of statements."""
 
     __slots__ = ("blobs", "prefixes", "uploads")
 
-    def __init__(
-        self, blobs: list[tuple[object, ...]], uploads: list[tuple[object, ...]], prefixes: list[tuple[str, str]]
-    ) -> None:
-        self.blobs = blobs
-        self.uploads = uploads
-        self.prefixes = prefixes
+    def __init__(self, records: Sequence[UploadRecord]) -> None:
+        self.blobs = [(r.digest, r.size, r.mime, r.blob_category, r.uploaded_at) for r in records]
+        self.uploads: list[tuple[object, ...]] = [
+            (r.digest, r.name, r.category, r.hint, r.comment, r.claimed_type, r.uploaded_at) for r in records
+        ]
+        self.prefixes = [(prefix, r.digest) for r in records for prefix in category_prefixes(r.category)]
 
     @classmethod
-    def merged(cls, parts: Sequence[_UploadRows]) -> _UploadRows:
-        if len(parts) == 1:
-            return parts[0]
-        return cls(
-            [row for part in parts for row in part.blobs],
-            [row for part in parts for row in part.uploads],
-            list(dict.fromkeys(row for part in parts for row in part.prefixes)),
-        )
+    def run_merged(cls, db: sqlite3.Connection, jobs: Sequence[_UploadRows]) -> None:
+        blobs = [row for job in jobs for row in job.blobs]
+        uploads = [row for job in jobs for row in job.uploads]
+        prefixes = list(dict.fromkeys(row for job in jobs for row in job.prefixes))
+        limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        _insert_rows(db, _INSERT_BLOBS, _BLOB_MARKS, _clamped_blob_rows(db, blobs, limit), limit)
+        _insert_rows(db, _INSERT_UPLOADS, _UPLOAD_MARKS, uploads, limit)
+        _insert_rows(db, _INSERT_PREFIXES, _PREFIX_MARKS, prefixes, limit)
 
-    async def __call__(self, db: aiosqlite.Connection) -> None:
-        await db.executemany(_INSERT_BLOB, self.blobs)
-        await db.executemany(_INSERT_UPLOAD, self.uploads)
-        await db.executemany(_INSERT_PREFIX, self.prefixes)
+
+def _clamped_blob_rows(
+    db: sqlite3.Connection, blobs: Sequence[tuple[str, int, str, str, float]], limit: int
+) -> list[tuple[object, ...]]:
+    """Each blob row with its upload time raised to the latest first_upload_at before it, as inserting
+    the rows one at a time would: only a row that adds a new blob moves that latest time on.
+
+    Also the time an existing blob's last_upload_at is compared with, as it always was.
+    """
+    known = _existing(db, [row[0] for row in blobs], limit)
+    latest: float | None = db.execute("SELECT max(first_upload_at) FROM blobs").fetchone()[0]
+    rows: list[tuple[object, ...]] = []
+    for digest, size, mime, category, uploaded_at in blobs:
+        at = uploaded_at if latest is None else max(uploaded_at, latest)
+        rows.append((digest, size, mime, category, at, at))
+        if digest not in known:
+            known.add(digest)
+            latest = at
+    return rows
+
+
+def _existing(db: sqlite3.Connection, digests: Sequence[str], limit: int) -> set[str]:
+    wanted = list(dict.fromkeys(digests))
+    found: set[str] = set()
+    step = max(1, min(limit, MAX_ROWS_PER_STATEMENT))
+    for start in range(0, len(wanted), step):
+        chunk = wanted[start : start + step]
+        marks = ",".join("?" * len(chunk))
+        found.update(row[0] for row in db.execute(f"SELECT hash FROM blobs WHERE hash IN ({marks})", chunk))
+    return found
+
+
+def _insert_rows(
+    db: sqlite3.Connection, template: str, marks: str, rows: Sequence[tuple[object, ...]], limit: int
+) -> None:
+    """Insert `rows` in as few statements as the bound-variable `limit` allows, in their order."""
+    per_statement = max(1, min(limit // marks.count("?"), MAX_ROWS_PER_STATEMENT))
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        db.execute(template.format(rows=",".join([marks] * len(chunk))), [value for row in chunk for value in row])

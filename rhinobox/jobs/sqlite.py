@@ -7,9 +7,8 @@ file in the data directory, so they still outlive the process.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -19,6 +18,7 @@ import aiosqlite
 from rhinobox.catalog.base import Catalog
 from rhinobox.catalog.sqlite import BUSY_TIMEOUT_MS, SQLiteCatalog
 from rhinobox.catalog.sqlite_schema import MIGRATIONS
+from rhinobox.catalog.sqlite_writer import SQLiteWriter, WriteJob
 from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState, job_columns
 
 __all__ = ["JOBS_FILENAME", "SQLiteJobStore", "job_store_for"]
@@ -26,8 +26,7 @@ __all__ = ["JOBS_FILENAME", "SQLiteJobStore", "job_store_for"]
 JOBS_FILENAME: Final = "jobs.sqlite3"
 JOBS_MIGRATION: Final = 3
 
-WriteJob = Callable[[aiosqlite.Connection], Awaitable[object]]
-Writer = Callable[[WriteJob], Awaitable[object]]
+Writer = Callable[[WriteJob[object]], Awaitable[object]]
 
 _COLUMNS: Final = (
     "id, state, created_at, updated_at, finished_at, total, done, stored, duplicate, failed,"
@@ -77,17 +76,27 @@ class SQLiteJobStore:
     def __init__(self, path: Path, writer: Writer | None = None) -> None:
         self.path = path
         self._shared_writer = writer
-        self._own_writer: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._own_writer: SQLiteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
         if self._shared_writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._own_writer = await self._connect()
-            await self._own_writer.execute("PRAGMA journal_mode=WAL")
-            await self._own_writer.executescript(MIGRATIONS[JOBS_MIGRATION])
+            self._own_writer = SQLiteWriter(self._connect_writer, name="rhinobox-jobs-writer")
+            await self._own_writer.start()
         self._reader = await self._connect()
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        """Our own write connection (no SQLite catalog to share one with); runs on the writer thread."""
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(MIGRATIONS[JOBS_MIGRATION])
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -95,27 +104,19 @@ class SQLiteJobStore:
         return db
 
     async def close(self) -> None:
-        for db in (self._reader, self._own_writer):
-            if db is not None:
-                await db.close()
-        self._reader = self._own_writer = None
+        if self._own_writer is not None:
+            await self._own_writer.close()
+            self._own_writer = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
 
-    async def _write(self, job: WriteJob) -> object:
+    async def _write(self, job: WriteJob[object]) -> object:
         if self._shared_writer is not None:
             return await self._shared_writer(job)
-        db = self._own_writer
-        if db is None:
+        if self._own_writer is None:
             raise RuntimeError("job store is not open")
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                result = await job(db)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
-            return result
+        return await self._own_writer.submit(job)
 
     def _read(self) -> aiosqlite.Connection:
         if self._reader is None:
@@ -126,22 +127,22 @@ class SQLiteJobStore:
         row = _row_of(job)
         result_rows = [(job.id, int(r["index"]), json.dumps(r, separators=(",", ":"))) for r in new_results]
 
-        async def write(db: aiosqlite.Connection) -> None:
-            await db.execute(_UPSERT, row)
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(_UPSERT, row)
             if result_rows:
-                await db.executemany(_INSERT_RESULT, result_rows)
+                db.executemany(_INSERT_RESULT, result_rows)
 
         await self._write(write)
 
-    async def _count(self, write: WriteJob) -> int:
+    async def _count(self, write: WriteJob[object]) -> int:
         count = await self._write(write)
         assert isinstance(count, int)
         return count
 
     async def delete(self, job_id: str) -> None:
-        async def write(db: aiosqlite.Connection) -> None:
-            await db.execute("DELETE FROM job_results WHERE job_id = ?", (job_id,))
-            await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM job_results WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
         await self._write(write)
 
@@ -164,8 +165,8 @@ class SQLiteJobStore:
     async def interrupt_unfinished(self, now: float, error: JobError, *, lease: float) -> int:
         marks = ",".join("?" * len(_UNFINISHED))
 
-        async def write(db: aiosqlite.Connection) -> int:
-            cursor = await db.execute(
+        def write(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
                 f"UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, error_code = ?, error_message = ?"
                 f" WHERE state IN ({marks})",
                 (JobState.INTERRUPTED.value, now, now, error.code, error.message, *_UNFINISHED),
@@ -175,12 +176,12 @@ class SQLiteJobStore:
         return await self._count(write)
 
     async def expire(self, finished_before: float) -> int:
-        async def write(db: aiosqlite.Connection) -> int:
-            await db.execute(
+        def write(db: sqlite3.Connection) -> int:
+            db.execute(
                 "DELETE FROM job_results WHERE job_id IN (SELECT id FROM jobs WHERE finished_at < ?)",
                 (finished_before,),
             )
-            cursor = await db.execute("DELETE FROM jobs WHERE finished_at < ?", (finished_before,))
+            cursor = db.execute("DELETE FROM jobs WHERE finished_at < ?", (finished_before,))
             return cursor.rowcount
 
         return await self._count(write)

@@ -1,0 +1,302 @@
+"""The SQLite catalog's writer: one thread that alone owns the write connection, fed by a queue.
+
+Whatever is queued when the thread wakes runs as one transaction (one commit, one WAL fsync), and its
+callers are answered with one hop back to their event loop: a group of N writes costs two thread hops,
+where one aiosqlite round trip per statement cost 5 or more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import logging
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Self, TypeVar, cast
+
+from rhinobox.errors import StorageError
+
+__all__ = ["CLOSE_DRAIN_SECONDS", "MergeableJob", "SQLiteWriter", "WriteJob"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_DRAIN_SECONDS: Final = 5.0  # how long close lets queued writes commit before failing them
+CLOSE_STOP_SECONDS: Final = 1.0  # then how long it waits for the interrupted thread to stop
+
+T = TypeVar("T")
+WriteJob = Callable[[sqlite3.Connection], T]
+
+
+class MergeableJob(ABC):
+    """A write the writer merges with the other queued jobs of its class: one set of statements per group."""
+
+    __slots__ = ()
+
+    @classmethod
+    @abstractmethod
+    def run_merged(cls, db: sqlite3.Connection, jobs: Sequence[Self]) -> None:
+        """Do the writes of all of `jobs` (one or more), in their order."""
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        self.run_merged(db, [self])
+
+
+@dataclass(slots=True)
+class _Entry:
+    job: WriteJob[object]
+    future: asyncio.Future[object]
+    loop: asyncio.AbstractEventLoop
+
+
+# An entry with its result, or with the error to raise in its caller.
+_Outcome = tuple[_Entry, object, BaseException | None]
+
+
+class SQLiteWriter:
+    """Runs write jobs on its own thread, each group of queued jobs in one transaction.
+
+    `connect` opens the write connection; it runs on the thread, which alone uses the connection.
+    Every submitted job gets an answer: its result, its own error, or a StorageError if the writer
+    closes or stops before the job ran.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], *, name: str = "rhinobox-sqlite-writer") -> None:
+        self._connect = connect
+        self._name = name
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[_Entry] = []
+        self._running: list[_Entry] = []
+        self._accepting = False
+        self._closing = False
+        self._abandoned = False
+        self._stopped = False
+        self._stop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._db: sqlite3.Connection | None = None
+        self._db_lock = threading.Lock()  # keeps interrupt() off a connection being closed
+        self._thread: threading.Thread | None = None
+        self.commits = 0
+
+    @property
+    def queued(self) -> int:
+        """Writes waiting for the thread, not counting the group it is running."""
+        return len(self._pending)
+
+    async def start(self) -> None:
+        """Start the thread and open its connection; raise what opening it raised."""
+        if self._thread is not None:
+            raise RuntimeError("a writer starts once")
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name=self._name, daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    async def submit(self, job: WriteJob[T]) -> T:
+        """Run `job` on the thread inside the next group's transaction and return its result.
+
+        The result crosses to the caller's thread: a plain value, never a cursor of the connection.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        self._enqueue(_Entry(job, future, loop))
+        return cast(T, await future)
+
+    def _enqueue(self, entry: _Entry) -> None:
+        with self._wake:
+            if not self._accepting:
+                raise StorageError(
+                    "the catalog is closed" if self._closing or self._stopped else "the catalog is not open"
+                )
+            self._pending.append(entry)
+            if len(self._pending) == 1:  # else the thread was woken already, or will find these when done
+                self._wake.notify()
+
+    async def close(self, drain_seconds: float = CLOSE_DRAIN_SECONDS) -> None:
+        """Refuse new writes, let the queued ones commit, and join the thread.
+
+        Writes still unanswered after `drain_seconds` (a job or a lock that will not finish) fail with
+        a StorageError, so no caller waits on a writer that is going away.
+        """
+        loop = asyncio.get_running_loop()
+        stopped: asyncio.Future[None] = loop.create_future()
+        with self._wake:
+            self._accepting = False
+            self._closing = True
+            if self._stopped or self._thread is None:
+                stopped.set_result(None)
+            else:
+                self._stop_waiters.append((loop, stopped))
+            self._wake.notify()
+        if not await _settled(stopped, drain_seconds):
+            self._abandon(drain_seconds)
+            if not await _settled(stopped, CLOSE_STOP_SECONDS):
+                log.error("the catalog writer thread did not stop; leaving it behind")
+                return
+        if self._thread is not None:
+            self._thread.join()  # it has signalled its last act: this returns at once
+
+    def _abandon(self, drain_seconds: float) -> None:
+        """Fail every write still unanswered, and interrupt the statement the thread is running."""
+        with self._lock:
+            self._abandoned = True
+            left, self._pending = self._pending + self._running, []
+        with self._db_lock:
+            if self._db is not None:
+                self._db.interrupt()
+        message = f"the catalog closed before this write was confirmed (waited {drain_seconds:g} s)"
+        _answer([(entry, None, StorageError(message)) for entry in left])
+
+    # -- on the writer thread ----------------------------------------------------------------
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        if not ready.set_running_or_notify_cancel():  # start() was cancelled: nobody wants the thread
+            self._stop(None)
+            return
+        try:
+            db = self._connect()
+        except BaseException as exc:
+            self._stop(None)
+            ready.set_exception(_as_error(exc))
+            return
+        with self._lock:
+            self._db = db
+            self._accepting = not self._closing
+        ready.set_result(None)
+        try:
+            while (group := self._next_group()) is not None:
+                _answer(self._run_group_safely(db, group))
+                with self._lock:  # only now: should answering fail, _stop still answers the group
+                    self._running = []
+        except BaseException:  # a fault in the writer itself: _stop answers everyone still waiting
+            log.exception("the catalog writer thread failed")
+        finally:
+            self._stop(db)
+
+    def _next_group(self) -> list[_Entry] | None:
+        """Everything queued, once there is something; None once closing and drained."""
+        with self._wake:
+            while not self._pending and not self._closing:
+                self._wake.wait()
+            if not self._pending:
+                return None
+            self._running, self._pending = self._pending, []
+            return self._running
+
+    def _run_group_safely(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
+        try:
+            return self._run_group(db, group)
+        except BaseException as exc:  # a fault here must not end the thread and strand its callers
+            log.exception("the catalog writer could not run a group of writes")
+            return [(entry, None, exc) for entry in group]
+
+    def _run_group(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
+        """One transaction for the group; if it fails, each job is retried alone so the others commit."""
+        try:
+            results = self._transaction(db, [entry.job for entry in group])
+        except BaseException as exc:
+            if len(group) == 1:
+                return [(group[0], None, exc)]
+            return [outcome for entry in group for outcome in self._run_group(db, [entry])]
+        return [(entry, result, None) for entry, result in zip(group, results, strict=True)]
+
+    def _transaction(self, db: sqlite3.Connection, jobs: list[WriteJob[object]]) -> list[object]:
+        if self._abandoned:
+            raise StorageError("the catalog closed before this write ran")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            results = _run_jobs(db, jobs)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite rolls some failures back by itself
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return results
+
+    def _stop(self, db: sqlite3.Connection | None) -> None:
+        """Close the connection, fail whatever is still queued, and tell close() the thread is done."""
+        if db is not None:
+            with self._db_lock, contextlib.suppress(sqlite3.Error):
+                self._db = None
+                db.close()
+        with self._lock:
+            self._stopped = True
+            self._accepting = False
+            left, self._pending, self._running = self._pending + self._running, [], []
+            waiters, self._stop_waiters = self._stop_waiters, []
+        _answer([(entry, None, StorageError("the catalog writer stopped before this write ran")) for entry in left])
+        for loop, future in waiters:
+            _call_soon(loop, _resolve, future)
+
+
+def _run_jobs(db: sqlite3.Connection, jobs: list[WriteJob[object]]) -> list[object]:
+    """Mergeable jobs first, one run per class, then the others in their order."""
+    merged: dict[type[MergeableJob], list[MergeableJob]] = {}
+    for job in jobs:
+        if isinstance(job, MergeableJob):
+            merged.setdefault(type(job), []).append(job)
+    for kind, same in merged.items():
+        kind.run_merged(db, same)
+    return [None if isinstance(job, MergeableJob) else _run_job(db, job) for job in jobs]
+
+
+def _run_job(db: sqlite3.Connection, job: WriteJob[object]) -> object:
+    result = job(db)
+    if inspect.iscoroutine(result):  # an `async def` job would do nothing here: refuse it loudly
+        result.close()
+        raise TypeError(f"write job {job!r} returned a coroutine; a job must do its writes before returning")
+    return result
+
+
+def _answer(outcomes: list[_Outcome]) -> None:
+    """Settle the callers' futures with one call into each of their event loops."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        _call_soon(loop, _settle, settled)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[Any], None], arg: object) -> None:
+    """Never raises: the writer thread calls this, and must outlive any one caller's loop."""
+    try:
+        loop.call_soon_threadsafe(callback, arg)
+    except RuntimeError:  # the loop is closed: nobody is left waiting there
+        pass
+    except Exception:
+        log.exception("could not answer a catalog write")
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for entry, result, error in outcomes:
+        if entry.future.done():  # the caller was cancelled, or close() already failed it
+            continue
+        if error is None:
+            entry.future.set_result(result)
+        else:
+            entry.future.set_exception(_as_error(error))
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _as_error(exc: BaseException) -> Exception:
+    """`exc`, unless a future cannot carry it (StopIteration) or it would unwind the caller's loop."""
+    if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
+        return exc
+    error = RuntimeError(f"a catalog write job raised {exc!r}")
+    error.__cause__ = exc
+    return error
+
+
+async def _settled(future: asyncio.Future[None], seconds: float) -> bool:
+    done, _ = await asyncio.wait([future], timeout=seconds)
+    return bool(done)
