@@ -145,6 +145,25 @@ async def test_concurrent_records_share_one_commit_and_one_answer(
     assert (stats.blobs, stats.uploads) == (200, 200)
 
 
+async def test_writes_of_one_loop_turn_wake_the_thread_once(catalog: SQLiteCatalog) -> None:
+    """50 writes submitted in one turn of the loop reach the idle thread with a single wake-up."""
+    writer = writer_of(catalog)
+    wakes = 0
+    notify = writer._wake.notify
+
+    def counted(n: int = 1) -> None:
+        nonlocal wakes
+        wakes += 1
+        notify(n)
+
+    writer._wake.notify = counted  # type: ignore[method-assign]
+    commits = catalog.commits
+    await asyncio.wait_for(asyncio.gather(*(catalog.record_uploads([upload(n)]) for n in range(50))), HANG_GUARD_S)
+    assert wakes == 1
+    assert catalog.commits - commits == 1
+    assert (await catalog.stats()).uploads == 50
+
+
 async def test_many_concurrent_calls_all_land(catalog: SQLiteCatalog) -> None:
     """Without holding the writer (groups as they come): 2,000 calls, 32 at a time, every one recorded."""
     for start in range(0, 2000, 32):
