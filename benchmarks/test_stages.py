@@ -29,7 +29,7 @@ from rhinobox.ingest.buffers import Arena
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import STORED, FileEntry
 from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
-from rhinobox.ingest.spool import SpoolWriter, write_spool_file
+from rhinobox.ingest.spool import SpoolNames, SpoolWriter, write_spool_file
 from rhinobox.ingest.stages import StageContext, commit_entries, prepare_in_memory
 from tests.samples import jpeg, plain_text, png, python_source
 
@@ -83,11 +83,13 @@ def test_spool_and_hash_small_files(benchmark: Any, store: LocalBlobStore, rng: 
         for path in store.spool_dir.iterdir():
             path.unlink()
 
+    names = SpoolNames(store.spool_dir)
+
     def spool_all() -> list[str]:
         digests = []
         for data in files:
             digests.append(blake3.blake3(data).hexdigest())
-            write_spool_file(store.spool_dir, data)
+            write_spool_file(names, data)
         return digests
 
     last: list[float] = []
@@ -107,7 +109,7 @@ def test_spool_writer_large_file(benchmark: Any, store: LocalBlobStore, rng: ran
             writers.pop().abort()
 
     def spool() -> None:
-        writer = SpoolWriter(store.spool_dir)
+        writer = SpoolWriter(SpoolNames(store.spool_dir))
         writers.append(writer)
         for _ in range(blocks):
             writer.write(block)
@@ -187,7 +189,7 @@ def test_commit(benchmark: Any, store: LocalBlobStore, rng: random.Random, sync:
         spooled.clear()
         for _ in range(FILES):
             data = rng.randbytes(SMALL)
-            spooled.append((write_spool_file(store.spool_dir, data), blake3.blake3(data).hexdigest()))
+            spooled.append((write_spool_file(SpoolNames(store.spool_dir), data), blake3.blake3(data).hexdigest()))
 
     dirfd = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -12,9 +13,10 @@ from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.blobs import fsops
+from rhinobox.errors import StorageError
 from rhinobox.http.keys import PIPELINE
 from rhinobox.ingest import spool
-from rhinobox.ingest.spool import SpoolWriter
+from rhinobox.ingest.spool import SPOOL_SUFFIX, SpoolNames, SpoolWriter, write_spool_file
 from tests.conftest import AiohttpClient, make_settings
 
 MIB = 1024 * 1024
@@ -29,7 +31,7 @@ def test_writeback_covers_every_block_in_order(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(spool, "start_writeback", recording)
     blocks = [random.Random(i).randbytes(size) for i, size in enumerate((MIB, 3 * MIB + 7, 1, 2 * MIB))]
-    writer = SpoolWriter(tmp_path, writeback=True)
+    writer = SpoolWriter(SpoolNames(tmp_path), writeback=True)
     for block in blocks[:2]:
         writer.write(block)
     writer.write_pieces(blocks[2:])
@@ -43,7 +45,7 @@ def test_writeback_covers_every_block_in_order(tmp_path: Path, monkeypatch: pyte
 def test_no_writeback_without_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(spool, "start_writeback", lambda fd, offset, length: calls.append(length))
-    writer = SpoolWriter(tmp_path)
+    writer = SpoolWriter(SpoolNames(tmp_path))
     writer.write(b"x" * MIB)
     writer.finish()
     assert calls == []
@@ -62,3 +64,28 @@ async def test_the_pipeline_asks_for_writeback_only_when_it_syncs(
     finally:
         writer.abort()
     assert not writer.path.exists()
+
+
+def test_spool_names_are_unique_across_threads_and_instances(tmp_path: Path) -> None:
+    first, second = SpoolNames(tmp_path), SpoolNames(tmp_path)
+
+    def take(names: SpoolNames) -> list[Path]:
+        return [names.new_path() for _ in range(2000)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        batches = list(pool.map(take, [first, first, second, second]))
+    paths = [path for batch in batches for path in batch]
+    assert len(set(paths)) == len(paths)
+    assert all(path.parent == tmp_path and path.name.endswith(SPOOL_SUFFIX) for path in paths)
+
+
+def test_a_spool_name_that_exists_is_refused_not_overwritten(tmp_path: Path) -> None:
+    names = SpoolNames(tmp_path)
+    taken = names.new_path()
+    taken.write_bytes(b"someone else's")
+    names._numbers = iter([0])  # type: ignore[assignment]  # the next name is `taken` again
+    assert names.new_path() == taken
+    names._numbers = iter([0])  # type: ignore[assignment]
+    with pytest.raises(StorageError):
+        write_spool_file(names, b"new bytes")
+    assert taken.read_bytes() == b"someone else's"

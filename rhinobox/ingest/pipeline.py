@@ -89,7 +89,7 @@ class IngestPipeline:
 
     def new_spool_writer(self) -> SpoolWriter:
         """A spool file for one large upload (raises a storage error if it cannot be created)."""
-        return SpoolWriter(self.store.spool_dir, writeback=self._spool_writeback)
+        return SpoolWriter(self.stage_context.spool_names, writeback=self._spool_writeback)
 
     def check_free_space(self) -> None:
         """Refuse to start writing when the data disk is below the free-space floor."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from rhinobox.blobs.fsops import start_writeback
 from rhinobox.errors import InsufficientStorage, StorageError
 from rhinobox.ingest.sniff import SNIFF_BYTES
 
-__all__ = ["SPOOL_SUFFIX", "SpoolWriter", "new_spool_path", "write_spool_file"]
+__all__ = ["SPOOL_SUFFIX", "SpoolNames", "SpoolWriter", "write_spool_file"]
 
 SPOOL_SUFFIX: Final = ".spool"
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -29,8 +30,20 @@ _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 HASH_THREADS: Final = 2
 
 
-def new_spool_path(spool_dir: Path) -> Path:
-    return spool_dir / (secrets.token_hex(12) + SPOOL_SUFFIX)
+class SpoolNames:
+    """New spool file paths in one directory: a random per-instance prefix and a counter.
+
+    A random name per file cost a `getrandom` call each; a counter costs nothing, and O_EXCL still
+    refuses (never overwrites) a name that somehow exists.
+    """
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        self._prefix = os.path.join(spool_dir, f"{os.getpid():x}-{secrets.token_hex(6)}-")
+        self._numbers = itertools.count()  # next() is atomic under the GIL: safe across worker threads
+
+    def new_path(self) -> Path:
+        return Path(f"{self._prefix}{next(self._numbers)}{SPOOL_SUFFIX}")
 
 
 def _storage_error(exc: OSError) -> Exception:
@@ -39,9 +52,9 @@ def _storage_error(exc: OSError) -> Exception:
     return StorageError(f"could not write the spool file ({exc.strerror})")
 
 
-def write_spool_file(spool_dir: Path, data: bytes | memoryview) -> Path:
+def write_spool_file(names: SpoolNames, data: bytes | memoryview) -> Path:
     """Write `data` to a new spool file and return its path; no file is left on failure."""
-    path = new_spool_path(spool_dir)
+    path = names.new_path()
     try:
         fd = os.open(path, _OPEN_FLAGS, 0o644)
     except OSError as exc:
@@ -65,8 +78,8 @@ class SpoolWriter:
     disk starts as soon as it is written, so the final sync waits for the last blocks only.
     """
 
-    def __init__(self, spool_dir: Path, *, writeback: bool = False) -> None:
-        self.path = new_spool_path(spool_dir)
+    def __init__(self, names: SpoolNames, *, writeback: bool = False) -> None:
+        self.path = names.new_path()
         self.writeback = writeback
         self.size = 0
         self.head = b""

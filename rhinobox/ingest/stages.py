@@ -6,7 +6,7 @@ Each takes a list of entries so that one thread hop serves many small files.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rhinobox.blobs.store import BlobStore
 from rhinobox.errors import RhinoBoxError, StorageError
@@ -14,7 +14,7 @@ from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
 from rhinobox.ingest.signatures import match_signature
 from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
-from rhinobox.ingest.spool import write_spool_file
+from rhinobox.ingest.spool import SpoolNames, write_spool_file
 
 __all__ = ["StageContext", "commit_entries", "prepare_in_memory", "prepare_spooled", "type_by_signature"]
 
@@ -26,6 +26,10 @@ class StageContext:
     store: BlobStore
     sniffer: MimeSniffer
     categorizer: Categorizer
+    spool_names: SpoolNames = field(init=False)  # in the store's spool directory
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spool_names", SpoolNames(self.store.spool_dir))
 
 
 def type_by_signature(ctx: StageContext, entry: FileEntry) -> bool:
@@ -52,7 +56,7 @@ def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry], *, defer_
     typed (`type_by_signature`) is not sniffed again.
     """
     rules = ctx.categorizer.snapshot()
-    spool_dir = ctx.store.spool_dir
+    spool_names = ctx.spool_names
     for entry in entries:
         assert entry.arena is not None
         assert entry.digest is not None
@@ -65,7 +69,7 @@ def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry], *, defer_
                 entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
                 entry.blob_category = rules.categorize(entry.mime, entry.extension)
             if not stored:
-                entry.spool_path = write_spool_file(spool_dir, data)
+                entry.spool_path = write_spool_file(spool_names, data)
         except RhinoBoxError as exc:
             entry.fail(exc)
         except OSError as exc:
