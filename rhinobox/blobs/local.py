@@ -75,7 +75,7 @@ class LocalBlobStore:
     def contains(self, digest: str) -> bool:
         return os.path.exists(self._path_str(digest))
 
-    def commit(self, spool_path: Path, digest: str) -> bool:
+    def commit(self, spool_path: str, digest: str) -> bool:
         # Marked before the rename: a concurrent duplicate that sees the new name must also see
         # that it is not yet durable.
         if self._durable:
@@ -176,6 +176,6 @@ class LocalBlobStore:
         return removed
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

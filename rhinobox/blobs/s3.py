@@ -161,7 +161,7 @@ class S3BlobStore:
     def contains(self, digest: str) -> bool:
         return self._head_size(digest) is not None
 
-    def commit(self, spool_path: Path, digest: str) -> bool:
+    def commit(self, spool_path: str, digest: str) -> bool:
         """HEAD, then PUT unless present (Swift has no `If-None-Match: *`); the spool file goes either way.
 
         Two commits of the same new key racing would both PUT (identical bytes: harmless) and both
@@ -175,7 +175,7 @@ class S3BlobStore:
                 obstore.put(
                     self._client(),
                     self.key_for(digest),
-                    spool_path,
+                    Path(spool_path),  # a str would be sent as the body itself
                     use_multipart=size > PART_SIZE,
                     chunk_size=PART_SIZE,
                     max_concurrency=PART_CONCURRENCY,

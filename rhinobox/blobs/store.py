@@ -37,7 +37,7 @@ class BlobStore(Protocol):
         """True if a blob with this digest is stored."""
         ...
 
-    def commit(self, spool_path: Path, digest: str) -> bool:
+    def commit(self, spool_path: str, digest: str) -> bool:
         """Move a fully written spool file in as `digest`; True if new, False if it already existed.
 
         The spool file is gone afterwards either way. The caller has verified the digest.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, Literal
 
 from rhinobox.errors import RhinoBoxError
@@ -36,7 +35,7 @@ class FileEntry:
     digest: str | None = None
     mime: str | None = None
     blob_category: str | None = None
-    spool_path: Path | None = None
+    spool_path: str | None = None
     pinned: bool = False
     status: Status | None = None
 

@@ -18,6 +18,7 @@ from rhinobox.errors import DigestMismatch, EmptyFile, FileTooLarge, StorageErro
 from rhinobox.ingest.blocks import BlockSpooler
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
 from rhinobox.ingest.names import extension_of
+from rhinobox.ingest.spool import remove_spool_file
 from rhinobox.ingest.stages import commit_entries, prepare_spooled
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ async def ingest_raw(
     finally:
         await spooler.abort()  # waits for a block in flight, then removes the spool file unless committed
         if entry.spool_path is not None:
-            entry.spool_path.unlink(missing_ok=True)
+            remove_spool_file(entry.spool_path)
         if entry.pinned:
             pipeline.pins.unpin(digest)
 

@@ -36,6 +36,7 @@ from rhinobox.ingest.entry import STORED, FileEntry
 from rhinobox.ingest.multipart import PART_DATA, PART_END, PART_START, MultipartStream, PartHeaders
 from rhinobox.ingest.names import clean_filename, clean_hint, extension_of
 from rhinobox.ingest.sniff import SNIFF_BYTES
+from rhinobox.ingest.spool import remove_spool_file
 from rhinobox.ingest.stages import commit_entries, prepare_in_memory, prepare_spooled
 
 if TYPE_CHECKING:
@@ -353,7 +354,7 @@ class IngestSession:
             return True
         entry.fail(self._p.digest_mismatch(entry))
         if entry.spool_path is not None:
-            entry.spool_path.unlink(missing_ok=True)
+            remove_spool_file(entry.spool_path)
             entry.spool_path = None
         return False
 
@@ -452,7 +453,7 @@ class IngestSession:
                 continue
             first = first_of.setdefault(entry.digest, entry)
             if first is not entry and entry.spool_path is not None:
-                entry.spool_path.unlink(missing_ok=True)
+                remove_spool_file(entry.spool_path)
                 entry.spool_path = None
                 repeats.append((entry, first))
         return repeats
@@ -509,7 +510,7 @@ class IngestSession:
                 writer, entry.writer = entry.writer, None
                 await writer.abort()
             if entry.spool_path is not None:
-                entry.spool_path.unlink(missing_ok=True)
+                remove_spool_file(entry.spool_path)
                 entry.spool_path = None
             if entry.pinned:
                 assert entry.digest is not None

@@ -22,7 +22,7 @@ from rhinobox.blobs.fsops import start_writeback
 from rhinobox.errors import InsufficientStorage, StorageError
 from rhinobox.ingest.sniff import SNIFF_BYTES
 
-__all__ = ["SPOOL_SUFFIX", "SpoolNames", "SpoolWriter", "write_spool_file"]
+__all__ = ["SPOOL_SUFFIX", "SpoolNames", "SpoolWriter", "remove_spool_file", "write_spool_file"]
 
 SPOOL_SUFFIX: Final = ".spool"
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -42,8 +42,15 @@ class SpoolNames:
         self._prefix = os.path.join(spool_dir, f"{os.getpid():x}-{secrets.token_hex(6)}-")
         self._numbers = itertools.count()  # next() is atomic under the GIL: safe across worker threads
 
-    def new_path(self) -> Path:
-        return Path(f"{self._prefix}{next(self._numbers)}{SPOOL_SUFFIX}")
+    def new_path(self) -> str:
+        """A string, not a `Path`: every small file gets one, on a worker thread that shares the GIL."""
+        return f"{self._prefix}{next(self._numbers)}{SPOOL_SUFFIX}"
+
+
+def remove_spool_file(path: str) -> None:
+    """Remove a spool file that may already be gone (renamed into the store, or cleaned up)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _storage_error(exc: OSError) -> Exception:
@@ -52,7 +59,7 @@ def _storage_error(exc: OSError) -> Exception:
     return StorageError(f"could not write the spool file ({exc.strerror})")
 
 
-def write_spool_file(names: SpoolNames, data: bytes | memoryview) -> Path:
+def write_spool_file(names: SpoolNames, data: bytes | memoryview) -> str:
     """Write `data` to a new spool file and return its path; no file is left on failure."""
     path = names.new_path()
     try:
@@ -127,5 +134,4 @@ class SpoolWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        remove_spool_file(self.path)

@@ -14,7 +14,7 @@ from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
 from rhinobox.ingest.signatures import match_signature
 from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
-from rhinobox.ingest.spool import SpoolNames, write_spool_file
+from rhinobox.ingest.spool import SpoolNames, remove_spool_file, write_spool_file
 
 __all__ = ["StageContext", "commit_entries", "prepare_in_memory", "prepare_spooled", "type_by_signature"]
 
@@ -83,7 +83,7 @@ def prepare_spooled(ctx: StageContext, entry: FileEntry, head: bytes) -> None:
     entry.mime = ctx.sniffer.sniff(head)
     entry.blob_category = ctx.categorizer.categorize(entry.mime, entry.extension)
     if ctx.store.inline_io and ctx.store.contains(entry.digest):  # a network store's commit looks anyway
-        entry.spool_path.unlink(missing_ok=True)
+        remove_spool_file(entry.spool_path)
         entry.spool_path = None
 
 
