@@ -18,6 +18,7 @@ import rhinobox.http.ingest as http_ingest
 from rhinobox.app import create_app
 from rhinobox.http.keys import PIPELINE
 from rhinobox.ingest.pool import WorkerPool
+from rhinobox.ingest.session import MAX_FIELDS_TOTAL_BYTES
 from tests.conftest import AiohttpClient, make_settings
 from tests.helpers import blake3_hex, blob_files, form, send_partial_upload, spool_files
 from tests.samples import make_sample
@@ -142,3 +143,47 @@ def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -
         assert second.returncode == 1
         assert "another RhinoBox process" in second.stderr
         assert (data_dir / "tmp" / "live-upload.spool").exists()
+
+
+async def test_non_latin1_content_type_is_a_4xx_json_error(client: Client, data_dir: Path) -> None:
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    body = b"--x\r\n"
+    writer.write(
+        b"POST /ingest HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: multipart/form-data; boundary=\xe2\x82\xac\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 10.0)
+    writer.close()
+    status_line = response.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 4"), response[:300]
+    assert b'"code": "internal"' not in response
+    assert spool_files(data_dir) == []
+
+
+async def test_kept_field_names_count_toward_the_text_field_limit(client: Client, data_dir: Path) -> None:
+    """Every distinct `<x>.blake3` field is kept in the session's `_fields` until the request ends, whatever
+    its value size: empty values with long names hold ~1 byte of memory per body byte, unbounded."""
+    boundary = "rvbound"
+    name_len = 7000
+    count = MAX_FIELDS_TOTAL_BYTES // name_len + 20  # names alone well over the 1 MiB text-field budget
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{i:06d}{"n" * name_len}.blake3"\r\n\r\n\r\n'.encode()
+        for i in range(count)
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.bin"\r\n\r\n'.encode()
+        + b"payload"
+        + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    response = await client.post(
+        "/ingest", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    payload = await response.json()
+    assert response.status == 413, payload
+    assert payload["error"]["code"] == "field_too_large"
+    assert spool_files(data_dir) == []
+    assert blob_files(data_dir) == {}

@@ -366,3 +366,18 @@ def test_filenames_read_as_before() -> None:
     ]
     parsed = [headers.filename for headers, _ in parse(body_with(*(part(headers=h) for h in headers_in)), [])]
     assert parsed == [b"x.png", "über.txt".encode(), "über.txt".encode(), b"", None, b'a"b']
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=\u20ac",  # a UTF-8 byte sequence aiohttp decodes to U+20AC
+        "multipart/form-data; boundary=a\udcff",  # a byte aiohttp cannot decode (surrogateescape)
+        "text/plain; charset=\u20ac",  # not multipart at all: should be 415 not_multipart
+    ],
+)
+def test_a_content_type_outside_latin1_is_refused_cleanly(content_type: str) -> None:
+    """aiohttp decodes header bytes as UTF-8; python-multipart's parser would raise UnicodeEncodeError (a 500)."""
+    expected = NotMultipart if content_type.startswith("text/") else MalformedMultipart
+    with pytest.raises(expected):
+        boundary_from_content_type(content_type)

@@ -447,3 +447,37 @@ async def test_a_fault_in_the_thread_answers_everyone_and_refuses_later_writes(t
     with pytest.raises(StorageError, match="closed"):
         await writer.submit(lambda db: 1)
     await asyncio.wait_for(writer.close(), HANG_GUARD_S)
+
+
+async def test_a_write_failed_by_close_is_never_committed(tmp_path: Path) -> None:
+    """Past the drain time close answers "closed before this write was confirmed"; the write must then not land.
+
+    The interrupt only hits a running SQLite statement: a group busy outside one (a slow job, or BEGIN
+    IMMEDIATE sleeping in the busy handler behind another process) carries on and COMMITs afterwards.
+    """
+    path = tmp_path / "w.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as setup:
+        setup.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        setup.commit()
+    writer = SQLiteWriter(lambda: sqlite3.connect(path, isolation_level=None))
+    await writer.start()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_then_insert(db: sqlite3.Connection) -> str:
+        entered.set()
+        release.wait(HANG_GUARD_S)  # busy outside any statement: interrupt() cannot reach it
+        db.execute("INSERT INTO t VALUES (1)")
+        return "done"
+
+    task = asyncio.create_task(writer.submit(slow_then_insert))
+    await asyncio.to_thread(entered.wait, HANG_GUARD_S)
+    closing = asyncio.create_task(writer.close(drain_seconds=0.05))
+    with pytest.raises(StorageError, match="closed before"):
+        await asyncio.wait_for(task, HANG_GUARD_S)  # the caller is told its write did not happen
+    release.set()
+    await asyncio.wait_for(closing, HANG_GUARD_S)
+    assert writer._thread is not None
+    await asyncio.to_thread(writer._thread.join, HANG_GUARD_S)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT k FROM t").fetchall()
+    assert rows == [], "a write its caller was told had failed was committed"

@@ -51,6 +51,7 @@ class _Entry:
     job: WriteJob[object]
     future: asyncio.Future[object]
     loop: asyncio.AbstractEventLoop
+    committed: bool = False  # set under the commit lock: close() never fails a write that committed
 
 
 # An entry with its result, or with the error to raise in its caller.
@@ -81,6 +82,8 @@ class SQLiteWriter:
         self._stop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._db: sqlite3.Connection | None = None
         self._db_lock = threading.Lock()  # keeps interrupt() off a connection being closed
+        # Held around each COMMIT and by _abandon: a write is either committed or failed, never both.
+        self._commit_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.commits = 0
 
@@ -161,9 +164,10 @@ class SQLiteWriter:
 
     def _abandon(self, drain_seconds: float) -> None:
         """Fail every write still unanswered, and interrupt the statement the thread is running."""
-        with self._lock:
+        with self._commit_lock, self._lock:  # a COMMIT under way finishes first, and its writes stand
             self._abandoned = True
-            left, self._pending = self._pending + self._running, []
+            left = [entry for entry in self._pending + self._running if not entry.committed]
+            self._pending = []
         with self._db_lock:
             if self._db is not None:
                 self._db.interrupt()
@@ -216,20 +220,25 @@ class SQLiteWriter:
     def _run_group(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
         """One transaction for the group; if it fails, each job is retried alone so the others commit."""
         try:
-            results = self._transaction(db, [entry.job for entry in group])
+            results = self._transaction(db, group)
         except BaseException as exc:
             if len(group) == 1:
                 return [(group[0], None, exc)]
             return [outcome for entry in group for outcome in self._run_group(db, [entry])]
         return [(entry, result, None) for entry, result in zip(group, results, strict=True)]
 
-    def _transaction(self, db: sqlite3.Connection, jobs: list[WriteJob[object]]) -> list[object]:
+    def _transaction(self, db: sqlite3.Connection, group: list[_Entry]) -> list[object]:
         if self._abandoned:
             raise StorageError("the catalog closed before this write ran")
         db.execute("BEGIN IMMEDIATE")
         try:
-            results = _run_jobs(db, jobs)
-            db.execute("COMMIT")
+            results = _run_jobs(db, [entry.job for entry in group])
+            with self._commit_lock:  # close() gave up on these writes meanwhile: they must not land
+                if self._abandoned:
+                    raise StorageError("the catalog closed before this write was committed")
+                db.execute("COMMIT")
+                for entry in group:
+                    entry.committed = True
         except BaseException:
             if db.in_transaction:  # SQLite rolls some failures back by itself
                 with contextlib.suppress(sqlite3.Error):

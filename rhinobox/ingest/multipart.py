@@ -80,7 +80,12 @@ def boundary_from_content_type(content_type: str | None) -> bytes:
     simple = _SIMPLE_FORM_DATA.fullmatch(content_type or "")
     if simple is not None and len(simple.group(1)) <= MAX_BOUNDARY_CHARS:
         return simple.group(1).encode("latin-1")  # what every client sends; parsed without the general parser
-    ctype, options = parse_options_header(content_type or "")
+    try:
+        ctype, options = parse_options_header(content_type or "")
+    except UnicodeEncodeError:  # aiohttp decodes header bytes as UTF-8: a value outside latin-1
+        if (content_type or "").lower().startswith("multipart/form-data"):
+            raise MalformedMultipart("missing or invalid multipart boundary") from None
+        raise NotMultipart() from None
     if ctype != b"multipart/form-data":
         raise NotMultipart()
     boundary = options.get(b"boundary", b"")

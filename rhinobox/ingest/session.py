@@ -169,7 +169,9 @@ class IngestSession:
 
     def _on_start(self, headers: PartHeaders) -> None:
         if headers.filename is None:
-            self._part = _Part(headers.field, None)
+            part = self._part = _Part(headers.field, None)
+            if part.keep:  # a kept field's name is held until the request ends: it counts too
+                self._charge_field_bytes(len(headers.field))
             return
         name = clean_filename(headers.filename)
         entry = FileEntry(
@@ -208,10 +210,13 @@ class IngestSession:
         else:
             await self._append_to_arena(entry, data)
 
-    def _on_field_data(self, part: _Part, data: memoryview) -> None:
-        self._field_bytes += len(data)
+    def _charge_field_bytes(self, count: int) -> None:
+        self._field_bytes += count
         if self._field_bytes > MAX_FIELDS_TOTAL_BYTES:
             raise FieldTooLarge(f"text fields of one request are limited to {MAX_FIELDS_TOTAL_BYTES} bytes")
+
+    def _on_field_data(self, part: _Part, data: memoryview) -> None:
+        self._charge_field_bytes(len(data))
         if len(part.text) + len(data) > MAX_FIELD_BYTES:
             raise FieldTooLarge(f"text field {part.field!r} is over {MAX_FIELD_BYTES} bytes")
         if part.keep:
