@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import blake3
 import pytest
+import uvloop
+from python_multipart.multipart import MultipartParser
 
 from benchmarks.workload import small_files
 from rhinobox.blobs.fsops import sync_filesystem
@@ -28,6 +30,7 @@ from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.ingest.buffers import Arena
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import STORED, FileEntry
+from rhinobox.ingest.multipart import PART_END, MultipartStream
 from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
 from rhinobox.ingest.spool import SpoolNames, SpoolWriter, write_spool_file
 from rhinobox.ingest.stages import StageContext, commit_entries, prepare_in_memory
@@ -121,6 +124,41 @@ def test_spool_writer_large_file(benchmark: Any, store: LocalBlobStore, rng: ran
     assert writers[-1].size == blocks * MIB
     report(benchmark, "SpoolWriter 32 MiB", 1, blocks * MIB, last[-1])
     clean()
+
+
+@pytest.mark.parametrize("writeback", [False, True], ids=["no-writeback", "writeback"])
+def test_spool_writer_large_file_synced(
+    benchmark: Any, store: LocalBlobStore, rng: random.Random, writeback: bool
+) -> None:
+    """256 MiB through SpoolWriter in the server's 4 MiB blocks, then the syncfs that fsync=always makes
+    before the rename: with and without starting each block's write-out as it is written."""
+    block = rng.randbytes(4 * MIB)
+    blocks = 64
+    names = SpoolNames(store.spool_dir)
+    writers: list[SpoolWriter] = []
+    dirfd = os.open(store.spool_dir, os.O_RDONLY | os.O_DIRECTORY)
+
+    def clean() -> None:
+        while writers:
+            writers.pop().abort()
+        sync_filesystem(dirfd)  # each round starts with nothing dirty
+
+    def spool_and_sync() -> None:
+        writer = SpoolWriter(names, writeback=writeback)
+        writers.append(writer)
+        for _ in range(blocks):
+            writer.write(block)
+        writer.finish()
+        sync_filesystem(dirfd)
+
+    last: list[float] = []
+    try:
+        benchmark.pedantic(lambda: last.append(timed(spool_and_sync)()), setup=clean, rounds=ROUNDS)
+        assert writers[-1].size == blocks * 4 * MIB
+        report(benchmark, f"SpoolWriter 256 MiB + syncfs (writeback={writeback})", 1, blocks * 4 * MIB, last[-1])
+    finally:
+        clean()
+        os.close(dirfd)
 
 
 # -- sniff -----------------------------------------------------------------------------------
@@ -259,6 +297,95 @@ def test_catalog_record_uploads(benchmark: Any, tmp_path: Path, rng: random.Rand
     mean = sum(seconds) / len(seconds)
     benchmark.extra_info.update(files_per_s=BATCH / mean)
     print(f"\ncatalog record_uploads x{BATCH} (durable={durable}): {BATCH / mean:,.0f} files/s ({mean * 1000:.1f} ms)")
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["sync-normal", "sync-full"])
+def test_catalog_concurrent_single_records(benchmark: Any, tmp_path: Path, durable: bool) -> None:
+    """2,048 `record_uploads` of one file each, 32 in flight, as concurrent single-file requests make."""
+    calls, in_flight = 2048, 32
+
+    def record(i: int) -> list[UploadRecord]:
+        name = f"f{i}.bin"
+        digest = blake3.blake3(name.encode()).hexdigest()
+        return [UploadRecord(digest, SMALL, "image/png", "images/png", "images/png", name, None, None, None, 0.0)]
+
+    async def one(catalog: SQLiteCatalog, i: int, waits: list[float]) -> None:
+        start = time.perf_counter()
+        await catalog.record_uploads(record(i))
+        waits.append(time.perf_counter() - start)
+
+    async def scenario() -> tuple[list[float], float]:
+        catalog = SQLiteCatalog(tmp_path / f"concurrent-{time.monotonic_ns()}.sqlite3", durable=durable)
+        await catalog.open()
+        waits: list[float] = []
+        try:
+            start = time.perf_counter()
+            for first in range(0, calls, in_flight):
+                await asyncio.gather(*(one(catalog, i, waits) for i in range(first, first + in_flight)))
+            return waits, time.perf_counter() - start
+        finally:
+            await catalog.close()
+
+    out: list[tuple[list[float], float]] = []
+    benchmark.pedantic(lambda: out.append(uvloop.run(scenario())), rounds=1)
+    waits, seconds = out[-1]
+    assert len(waits) == calls
+    mean = sum(waits) / len(waits)
+    benchmark.extra_info.update(files_per_s=calls / seconds, mean_wait_ms=mean * 1000)
+    print(f"\ncatalog {calls} x 1 record, {in_flight} in flight (durable={durable}): {calls / seconds:,.0f} calls/s, "
+          f"mean wait {mean * 1000:.2f} ms")  # fmt: skip
+
+
+# -- multipart framing -----------------------------------------------------------------------
+
+BOUNDARY: Final = b"----rhinoboxbench7MA4YWxkTrZu0gW"
+SOCKET_READ: Final = 256 * KIB  # what the server reads off the socket at a time
+
+
+def _form_body(rng: random.Random, parts: int) -> bytes:
+    pieces = []
+    for i in range(parts):
+        pieces.append(
+            b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="files"; filename="f%d.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" % i + rng.randbytes(SMALL) + b"\r\n"
+        )
+    return b"".join(pieces) + b"--" + BOUNDARY + b"--\r\n"
+
+
+def _pymp_frame(body: bytes) -> int:
+    """python-multipart's parser with do-nothing callbacks (what the pymp HTTP floor runs)."""
+    ends = 0
+
+    def on_part_end() -> None:
+        nonlocal ends
+        ends += 1
+
+    parser = MultipartParser(BOUNDARY, callbacks={"on_part_end": on_part_end})
+    for start in range(0, len(body), SOCKET_READ):
+        parser.write(body[start : start + SOCKET_READ])
+    return ends
+
+
+def _rhinobox_frame(body: bytes) -> int:
+    stream = MultipartStream(BOUNDARY)
+    ends = 0
+    for start in range(0, len(body), SOCKET_READ):
+        ends += sum(1 for kind, _ in stream.feed(body[start : start + SOCKET_READ]) if kind == PART_END)
+    stream.finish()
+    return ends
+
+
+@pytest.mark.parametrize("parser", ["rhinobox", "python-multipart"])
+def test_multipart_framing(benchmark: Any, rng: random.Random, parser: str) -> None:
+    """1,000 x 4 KiB parts in 256 KiB reads: RhinoBox's framer (headers parsed, events built) against
+    python-multipart's parser with empty callbacks."""
+    body = _form_body(rng, BATCH)
+    frame = _rhinobox_frame if parser == "rhinobox" else _pymp_frame
+    ends: list[int] = []
+    benchmark.pedantic(lambda: ends.append(frame(body)), rounds=ROUNDS * 4)
+    assert ends[-1] == BATCH
+    mean = benchmark.stats.stats.mean if getattr(benchmark, "stats", None) else float("nan")
+    print(f"\nmultipart framing ({parser}): {mean / BATCH * 1e6:.2f} us per 4 KiB part")
 
 
 # -- the batch path: worker pool versus inline -------------------------------------------------
