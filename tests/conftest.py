@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
+from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.settings import Settings
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
@@ -35,3 +36,14 @@ def settings(data_dir: Path) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client: AiohttpClient, settings: Settings) -> TestClient[web.Request, web.Application]:
     return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def sqlite_catalog(tmp_path: Path) -> AsyncIterator[SQLiteCatalog]:
+    """An open SQLite catalog in a temp dir (the contract tests and the writer tests use it)."""
+    catalog = SQLiteCatalog(tmp_path / "catalog.sqlite3", durable=False)
+    await catalog.open()
+    try:
+        yield catalog
+    finally:
+        await catalog.close()

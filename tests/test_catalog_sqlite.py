@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -18,13 +17,8 @@ from tests.catalog_contract import T0, digest, upload
 
 
 @pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[SQLiteCatalog]:
-    catalog = SQLiteCatalog(tmp_path / "catalog.sqlite3", durable=False)
-    await catalog.open()
-    try:
-        yield catalog
-    finally:
-        await catalog.close()
+def catalog(sqlite_catalog: SQLiteCatalog) -> SQLiteCatalog:
+    return sqlite_catalog
 
 
 async def test_migration_2_keeps_and_indexes_existing_rows(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,13 +40,8 @@ TABLES = ("blobs", "uploads", "blob_prefixes", "category_stats", "blob_names")
 
 
 @pytest.fixture
-async def catalog(tmp_path: Path) -> AsyncIterator[SQLiteCatalog]:
-    catalog = SQLiteCatalog(tmp_path / "catalog.sqlite3", durable=False)
-    await catalog.open()
-    try:
-        yield catalog
-    finally:
-        await catalog.close()
+def catalog(sqlite_catalog: SQLiteCatalog) -> SQLiteCatalog:
+    return sqlite_catalog
 
 
 class Gate:
