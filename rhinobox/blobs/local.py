@@ -73,7 +73,8 @@ class LocalBlobStore:
         return f"{self._root_str}/{digest[:FANOUT_HEX_CHARS]}/{digest}"
 
     def contains(self, digest: str) -> bool:
-        return os.path.exists(self._path_str(digest))
+        # access(F_OK), not exists(): a miss (every new file) raises no exception in C (0.4 vs 1.0 us)
+        return os.access(self._path_str(digest), os.F_OK)
 
     def commit(self, spool_path: str, digest: str) -> bool:
         # Marked before the rename: a concurrent duplicate that sees the new name must also see
