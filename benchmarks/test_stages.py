@@ -12,7 +12,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
@@ -23,6 +23,7 @@ import uvloop
 from python_multipart.multipart import MultipartParser
 
 from benchmarks.workload import small_files
+from rhinobox.backends import make_blob_store, make_catalog
 from rhinobox.blobs.fsops import sync_filesystem
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.catalog.base import UploadRecord
@@ -31,9 +32,11 @@ from rhinobox.ingest.buffers import Arena
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import STORED, FileEntry
 from rhinobox.ingest.multipart import PART_END, MultipartStream
+from rhinobox.ingest.pipeline import IngestPipeline
 from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
 from rhinobox.ingest.spool import SpoolNames, SpoolWriter, write_spool_file
 from rhinobox.ingest.stages import StageContext, commit_entries, prepare_in_memory
+from rhinobox.settings import Settings
 from tests.samples import jpeg, plain_text, png, python_source
 
 KIB: Final = 1024
@@ -343,12 +346,15 @@ SOCKET_READ: Final = 256 * KIB  # what the server reads off the socket at a time
 
 
 def _form_body(rng: random.Random, parts: int) -> bytes:
-    pieces = []
-    for i in range(parts):
-        pieces.append(
-            b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="files"; filename="f%d.bin"\r\n'
-            b"Content-Type: application/octet-stream\r\n\r\n" % i + rng.randbytes(SMALL) + b"\r\n"
-        )
+    return _form_body_of([rng.randbytes(SMALL) for _ in range(parts)])
+
+
+def _form_body_of(files: Sequence[bytes]) -> bytes:
+    pieces = [
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="files"; filename="f%d.bin"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" % i + data + b"\r\n"
+        for i, data in enumerate(files)
+    ]
     return b"".join(pieces) + b"--" + BOUNDARY + b"--\r\n"
 
 
@@ -386,6 +392,47 @@ def test_multipart_framing(benchmark: Any, rng: random.Random, parser: str) -> N
     assert ends[-1] == BATCH
     mean = benchmark.stats.stats.mean if getattr(benchmark, "stats", None) else float("nan")
     print(f"\nmultipart framing ({parser}): {mean / BATCH * 1e6:.2f} us per 4 KiB part")
+
+
+def test_session_receive_and_complete_batch(benchmark: Any, tmp_path: Path, rng: random.Random) -> None:
+    """One 1,000 x 4 KiB media request through `IngestSession` without HTTP: the loop's receive (frame,
+    hash, pin, arenas) while the workers prepare, then complete (prepare wait, commit, record)."""
+    settings = Settings.load(environ={}, overrides={"data_dir": str(tmp_path / "data"), "fsync": "never"})
+    bodies = [_form_body_of(small_files(rng, BATCH, SMALL, "media")) for _ in range(ROUNDS + 1)]
+
+    async def chunks(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), SOCKET_READ):
+            yield body[start : start + SOCKET_READ]
+
+    async def scenario() -> list[tuple[float, float]]:
+        store = make_blob_store(settings)
+        store.open()
+        catalog = make_catalog(settings)
+        await catalog.open()
+        pipeline = IngestPipeline(settings, store, catalog, Categorizer.load(settings.data_dir))
+        await pipeline.warm_up()
+        phases = []
+        try:
+            for body in bodies:
+                session, boundary = pipeline.start_session(f"multipart/form-data; boundary={BOUNDARY.decode()}")
+                start = time.perf_counter()
+                await session.receive(boundary, chunks(body))
+                received = time.perf_counter()
+                report = await session.complete()
+                phases.append((received - start, time.perf_counter() - received))
+                assert all(e.ok for e in report.entries)
+        finally:
+            pipeline.close()
+            await catalog.close()
+            store.close()
+        return phases[1:]  # the first request warms arenas and caches
+
+    out: list[list[tuple[float, float]]] = []
+    benchmark.pedantic(lambda: out.append(uvloop.run(scenario())), rounds=1)
+    receive = [r * 1000 for r, _ in out[-1]]
+    complete = [c * 1000 for _, c in out[-1]]
+    print(f"\nsession, 1,000 x 4 KiB media: receive {', '.join(f'{r:.1f}' for r in receive)} ms; "
+          f"complete {', '.join(f'{c:.1f}' for c in complete)} ms")  # fmt: skip
 
 
 # -- the batch path: worker pool versus inline -------------------------------------------------

@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
-import blake3
-
 from rhinobox.catalog.base import UploadRecord
 from rhinobox.errors import (
     EmptyFile,
@@ -33,6 +31,7 @@ from rhinobox.errors import (
 from rhinobox.ingest.blocks import BlockSpooler
 from rhinobox.ingest.buffers import Arena
 from rhinobox.ingest.entry import STORED, FileEntry
+from rhinobox.ingest.loophash import digest_keeping_gil
 from rhinobox.ingest.multipart import PART_DATA, PART_END, PART_START, MultipartStream, PartHeaders
 from rhinobox.ingest.names import clean_filename, clean_hint, extension_of
 from rhinobox.ingest.sniff import SNIFF_BYTES
@@ -238,7 +237,7 @@ class IngestSession:
             await self._finish_spool(entry)
             return
         assert entry.arena is not None
-        entry.digest = blake3.blake3(entry.arena.view[entry.offset : entry.offset + entry.size]).hexdigest()
+        entry.digest = digest_keeping_gil(entry.arena.view[entry.offset : entry.offset + entry.size])
         if not self._verify_expected(entry):
             entry.arena = None
             self._rewind_arena(entry)
