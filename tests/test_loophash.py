@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
 
@@ -21,31 +22,39 @@ def test_same_digest_as_hashing_whole(size: int) -> None:
     assert digest_keeping_gil(memoryview(data)) == blake3.blake3(data).hexdigest()
 
 
-def test_a_busy_thread_cannot_take_the_gil_while_the_loop_hashes() -> None:
-    """Counts GIL hand-overs, not time: a thread that only spins in Python advances only while the
-    hashing thread lets go of the GIL. 200 hashes of 4 KiB whole let it run; in pieces it barely moves."""
-    counter = [0]
-    stop = threading.Event()
+def _waiting_thread() -> tuple[threading.Thread, threading.Event, list[int]]:
+    """A thread blocked (without the GIL) until `go` is set; then it needs the GIL to record that it ran."""
+    go, ran = threading.Event(), []
+    thread = threading.Thread(target=lambda: (go.wait(), ran.append(1)))
+    thread.start()
+    time.sleep(0.05)  # it is now waiting on `go`
+    return thread, go, ran
 
-    def spin() -> None:
-        while not stop.is_set():
-            counter[0] += 1
 
+def test_no_other_thread_runs_while_the_loop_hashes() -> None:
+    """With forced GIL switches out of the way (a 100 s switch interval), a thread woken while we hash can
+    only run if hashing lets go of the GIL: in pieces it never does; hashed whole, it does (the control)."""
     data = memoryview(random.Random(1).randbytes(4096))
-    spinner = threading.Thread(target=spin)
-    spinner.start()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
     try:
-        time.sleep(0.01)  # let the spinner start
+        thread, go, ran = _waiting_thread()
+        go.set()  # it wakes and wants the GIL, which this thread holds
+        for _ in range(500):
+            digest_keeping_gil(data)
+        ran_while_kept = list(ran)
+        thread.join()  # join lets go of the GIL: now it runs
 
-        def spins_during(hash_once: object) -> int:
-            before = counter[0]
-            for _ in range(200):
-                hash_once()  # type: ignore[operator]
-            return counter[0] - before
-
-        released = spins_during(lambda: blake3.blake3(data).hexdigest())
-        kept = spins_during(lambda: digest_keeping_gil(data))
+        control, control_go, control_ran = _waiting_thread()
+        control_go.set()
+        for _ in range(100_000):
+            blake3.blake3(data).hexdigest()  # whole: blake3 lets go of the GIL for 4 KiB
+            if control_ran:
+                break
+        ran_while_released = list(control_ran)
+        control.join()
     finally:
-        stop.set()
-        spinner.join()
-    assert released > 10 * max(kept, 1)
+        sys.setswitchinterval(interval)
+    assert ran_while_kept == []
+    assert ran == [1]
+    assert ran_while_released == [1]
