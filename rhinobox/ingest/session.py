@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -100,6 +101,7 @@ class IngestSession:
         self._dispatched = False
         self._first_of_digest: dict[str, FileEntry] = {}
         self._left = False
+        self._spool_lane = threading.Lock()  # this request's small-file spool writes, one worker at a time
         pipeline.singles.enter()
 
     async def run(self, boundary: bytes, body: AsyncIterator[bytes]) -> IngestReport:
@@ -289,7 +291,7 @@ class IngestSession:
             self._p.arenas.release(arena)
             return
         self._dispatched = True
-        work = partial(prepare_in_memory, self._p.stage_context, entries, defer_known=True)
+        work = partial(prepare_in_memory, self._p.stage_context, entries, defer_known=True, spool_lane=self._spool_lane)
         try:
             reserved = await self._p.pool.reserve(len(entries))
         except BaseException:
@@ -430,6 +432,12 @@ class IngestSession:
         async with self._p.pins.committing(guarded):
             if len(ready) <= 1 and store.inline_io:
                 commit_entries(store, ready)
+            elif store.inline_io:
+                # Local renames on one worker: spread over several, they contend in the kernel and for
+                # the GIL, and take more CPU per file for no gain (docs/performance.md, round 4).
+                reserved = await self._p.pool.reserve(len(ready))
+                self._threads.append(self._p.pool.submit(reserved, partial(commit_entries, store, ready)))
+                await self._wait_threads()
             else:
                 # Spread over the workers (a network store's commit is a round trip per file).
                 step = max(1, min(COMMIT_CHUNK, -(-len(ready) // self._p.pool.workers)))

@@ -6,6 +6,7 @@ Each takes a list of entries so that one thread hop serves many small files.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from rhinobox.blobs.store import BlobStore
@@ -46,7 +47,13 @@ def type_by_signature(ctx: StageContext, entry: FileEntry) -> bool:
     return True
 
 
-def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry], *, defer_known: bool = False) -> None:
+def prepare_in_memory(
+    ctx: StageContext,
+    entries: Sequence[FileEntry],
+    *,
+    defer_known: bool = False,
+    spool_lane: AbstractContextManager[object] | None = None,
+) -> None:
     """Sniff, categorize, and spool (unless the blob is already stored) files held in an arena.
 
     The digest is already known and pinned, so `contains` cannot be invalidated by a delete. A network
@@ -54,22 +61,43 @@ def prepare_in_memory(ctx: StageContext, entries: Sequence[FileEntry], *, defer_
     With `defer_known`, content already stored is not sniffed at all: the caller takes its type from
     the catalog in one query for the whole request (`mime` stays None until then). A file already
     typed (`type_by_signature`) is not sniffed again.
+
+    The spool writes run under `spool_lane` when given: the arenas of one request are prepared on
+    several workers, and sniffing gains from that, but small-file creation does not. Two threads
+    creating files take more CPU per file than one and finish later (directory and inode-allocation
+    locks in the kernel, the GIL handed back and forth on every syscall; see docs/performance.md).
     """
     rules = ctx.categorizer.snapshot()
-    spool_names = ctx.spool_names
+    to_spool: list[FileEntry] = []
     for entry in entries:
         assert entry.arena is not None
         assert entry.digest is not None
-        data = entry.arena.view[entry.offset : entry.offset + entry.size]
         try:
             stored = ctx.store.inline_io and ctx.store.contains(entry.digest)
             if stored and defer_known:
                 continue
             if entry.mime is None:
-                entry.mime = ctx.sniffer.sniff(data[:SNIFF_BYTES])
+                head = entry.arena.view[entry.offset : entry.offset + min(entry.size, SNIFF_BYTES)]
+                entry.mime = ctx.sniffer.sniff(head)
                 entry.blob_category = rules.categorize(entry.mime, entry.extension)
-            if not stored:
-                entry.spool_path = write_spool_file(spool_names, data)
+        except RhinoBoxError as exc:
+            entry.fail(exc)
+            continue
+        except OSError as exc:
+            entry.fail(StorageError(f"could not look up the blob ({exc.strerror})"))
+            continue
+        if not stored:
+            to_spool.append(entry)
+    if to_spool:
+        with spool_lane if spool_lane is not None else nullcontext():
+            _spool_all(ctx.spool_names, to_spool)
+
+
+def _spool_all(spool_names: SpoolNames, entries: Sequence[FileEntry]) -> None:
+    for entry in entries:
+        assert entry.arena is not None
+        try:
+            entry.spool_path = write_spool_file(spool_names, entry.arena.view[entry.offset : entry.offset + entry.size])
         except RhinoBoxError as exc:
             entry.fail(exc)
         except OSError as exc:
