@@ -117,7 +117,7 @@ async def measure(path: Path, count: int, runs: int) -> dict[str, tuple[float, i
     results: dict[str, tuple[float, int, str]] = {}
     try:
         for name, (query, before) in queries(count).items():
-            timings = []
+            timings: list[float] = []
             rows = 0
             while len(timings) < runs and (len(timings) < 3 or sum(timings) < SLOW_QUERY_BUDGET_MS):
                 started = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,51 @@ import blake3
 from benchmarks.workload import Streamed
 from rhinobox.blobs.fsops import sync_filesystem
 
-__all__ = ["TRASH_DIR", "FileLike", "discard", "disk_floor", "hash_floor", "pack_floor"]
+__all__ = [
+    "TRASH_DIR",
+    "FileLike",
+    "delete_tree",
+    "discard",
+    "disk_floor",
+    "hash_floor",
+    "pack_floor",
+    "settle_after_deletes",
+]
 
 FileLike = bytes | Streamed
 _FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 TRASH_DIR: Final = ".trash"  # beside each discarded tree; removed with the bench's work directory
+
+
+# ext4 without a journal (this machine's root) does not reuse an inode freed in the last 60 s, or 360 s
+# while its inode table block is dirty (fs/ext4/ialloc.c: RECENTCY_MIN, RECENTCY_DIRTY): file creation
+# right after a large delete scans past every such inode, and a benchmark would measure that scan.
+INODE_REUSE_SECONDS: Final = 60
+DELETED_STAMP: Final = "rhinobox-bench-deleted-at"
+
+
+def delete_tree(path: Path) -> None:
+    """Delete a finished work tree at the end of a run; write the inode tables back and note the time."""
+    shutil.rmtree(path, ignore_errors=True)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sync_filesystem(fd)  # clean inode table blocks: the 60 s rule applies, not the 360 s one
+    finally:
+        os.close(fd)
+    (path.parent / DELETED_STAMP).write_text(f"{time.time():.3f}")
+
+
+def settle_after_deletes(workdir: Path) -> float:
+    """Wait until an earlier run's deleted inodes may be reused again; returns the seconds waited."""
+    try:
+        deleted_at = float((workdir / DELETED_STAMP).read_text())
+    except (OSError, ValueError):
+        return 0.0
+    wait = deleted_at + INODE_REUSE_SECONDS - time.time()
+    if wait <= 0:
+        return 0.0
+    time.sleep(min(wait, INODE_REUSE_SECONDS))
+    return wait
 
 
 def discard(path: Path) -> None:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -32,7 +31,15 @@ from typing import Final
 import blake3
 import uvloop
 
-from benchmarks.floors import FileLike, discard, disk_floor, hash_floor, pack_floor
+from benchmarks.floors import (
+    FileLike,
+    delete_tree,
+    discard,
+    disk_floor,
+    hash_floor,
+    pack_floor,
+    settle_after_deletes,
+)
 from benchmarks.httpload import Body, LoadResult, closed_loop, paced
 from benchmarks.procs import ServerProcess, floor_server, rhinobox_server
 from benchmarks.profiling import Profiler, summarise
@@ -121,6 +128,9 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        waited = settle_after_deletes(Path(args.workdir or tempfile.gettempdir()))
+        if waited:
+            print(f"(waited {waited:.0f} s for the inodes the last run freed: benchmarks/floors.py)", flush=True)
         self.work = Path(tempfile.mkdtemp(prefix="rhinobox-bench-", dir=args.workdir))
         self.ring = ring_blocks()
         self.fsync_modes: list[str] = args.fsync.split(",")
@@ -130,7 +140,7 @@ class Bench:
         self.single_peak: float | None = None
 
     def close(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
+        delete_tree(self.work)
 
     # -- servers -----------------------------------------------------------------------------
 

@@ -224,7 +224,7 @@ def test_categorize(benchmark: Any, tmp_path: Path) -> None:
 @pytest.mark.parametrize("sync", [False, True], ids=["no-sync", "syncfs"])
 def test_commit(benchmark: Any, store: LocalBlobStore, rng: random.Random, sync: bool) -> None:
     """`LocalBlobStore.commit` (rename-no-replace into the fan-out) of spooled files, plus one syncfs."""
-    spooled: list[tuple[Path, str]] = []
+    spooled: list[tuple[str, str]] = []
 
     def spool_fresh() -> None:
         spooled.clear()
