@@ -491,3 +491,41 @@ def test_prepare_and_commit_batch(benchmark: Any, tmp_path: Path, rng: random.Ra
     label = f"{workers} worker threads" if workers else "inline"
     report(benchmark, f"prepare+commit 1,000 x 4 KiB, {label}", BATCH, BATCH * SMALL, last[-1])
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# -- small-file creation: one thread or two ---------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=lambda t: f"threads={t}")
+def test_small_file_creation_threads(benchmark: Any, tmp_path: Path, rng: random.Random, threads: int) -> None:
+    """Spool writes + local commits of 1,000 x 4 KiB from one thread or two (why a request's spool
+    writes and renames take one worker at a time: `ingest/stages.py:prepare_in_memory`)."""
+    store = LocalBlobStore(tmp_path / "data", durable=False)
+    store.open()
+    names = SpoolNames(store.spool_dir)
+    batches: list[list[tuple[bytes, str]]] = []
+
+    def fresh() -> None:
+        batch = [rng.randbytes(SMALL) for _ in range(BATCH)]
+        batches.append([(data, blake3.blake3(data).hexdigest()) for data in batch])
+
+    def create(files: Sequence[tuple[bytes, str]]) -> None:
+        for data, digest in files:
+            store.commit(write_spool_file(names, data), digest)
+
+    cpu: list[float] = []
+
+    def run() -> None:
+        files = batches[-1]
+        started = time.process_time()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(create, [files[i::threads] for i in range(threads)]))
+        cpu.append(time.process_time() - started)
+
+    last: list[float] = []
+    try:
+        benchmark.pedantic(lambda: last.append(timed(run)()), setup=fresh, rounds=ROUNDS)
+    finally:
+        store.close()
+    report(benchmark, f"create+commit 1,000 x 4 KiB, {threads} thread(s)", BATCH, BATCH * SMALL, last[-1])
+    print(f"  CPU per file: {', '.join(f'{c / BATCH * 1e6:.0f}' for c in cpu)} us (each round)")
