@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
+from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.settings import Settings
 
@@ -47,3 +48,12 @@ async def sqlite_catalog(tmp_path: Path) -> AsyncIterator[SQLiteCatalog]:
         yield catalog
     finally:
         await catalog.close()
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> Iterator[LocalBlobStore]:
+    """An open local blob store in a temp dir, without syncs (the stage and coalescing tests use it)."""
+    blobs = LocalBlobStore(tmp_path / "data", durable=False)
+    blobs.open()
+    yield blobs
+    blobs.close()

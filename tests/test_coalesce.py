@@ -42,14 +42,6 @@ class CountingSniffer(MimeSniffer):
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[LocalBlobStore]:
-    blobs = LocalBlobStore(tmp_path / "data", durable=False)
-    blobs.open()
-    yield blobs
-    blobs.close()
-
-
-@pytest.fixture
 def pool() -> Iterator[WorkerPool]:
     workers = WorkerPool(2, 100)
     yield workers
@@ -68,13 +60,13 @@ def entry_of(data: bytes, index: int = 0) -> FileEntry:
     return entry
 
 
-def coalescer(store: LocalBlobStore, pool: WorkerPool, sniffer: MimeSniffer) -> SingleFileCoalescer:
-    ctx = StageContext(store, sniffer, Categorizer.load(store.spool_dir.parent))
+def coalescer(local_store: LocalBlobStore, pool: WorkerPool, sniffer: MimeSniffer) -> SingleFileCoalescer:
+    ctx = StageContext(local_store, sniffer, Categorizer.load(local_store.spool_dir.parent))
     return SingleFileCoalescer(pool, partial(prepare_in_memory, ctx), partial(type_by_signature, ctx))
 
 
-async def test_a_lone_request_is_prepared_inline(store: LocalBlobStore, pool: WorkerPool) -> None:
-    singles = coalescer(store, pool, MimeSniffer())
+async def test_a_lone_request_is_prepared_inline(local_store: LocalBlobStore, pool: WorkerPool) -> None:
+    singles = coalescer(local_store, pool, MimeSniffer())
     singles.enter()
     entry = entry_of(random.Random(1).randbytes(4096))
     assert singles.prepare(entry) is None
@@ -85,10 +77,10 @@ async def test_a_lone_request_is_prepared_inline(store: LocalBlobStore, pool: Wo
 
 
 async def test_under_load_media_is_inline_and_unknown_content_shares_a_worker(
-    store: LocalBlobStore, pool: WorkerPool
+    local_store: LocalBlobStore, pool: WorkerPool
 ) -> None:
     sniffer = CountingSniffer()
-    singles = coalescer(store, pool, sniffer)
+    singles = coalescer(local_store, pool, sniffer)
     for _ in range(3):
         singles.enter()
     media = entry_of(png(1), 0)
@@ -108,8 +100,8 @@ async def test_under_load_media_is_inline_and_unknown_content_shares_a_worker(
     assert (singles.inline, singles.coalesced) == (1, 2)
 
 
-async def test_inline_preparation_is_bounded_per_loop_iteration(store: LocalBlobStore, pool: WorkerPool) -> None:
-    singles = coalescer(store, pool, MimeSniffer())
+async def test_inline_preparation_is_bounded_per_loop_iteration(local_store: LocalBlobStore, pool: WorkerPool) -> None:
+    singles = coalescer(local_store, pool, MimeSniffer())
     for _ in range(3):
         singles.enter()
     first = [entry_of(png(seed), seed) for seed in range(INLINE_PER_ITERATION + 4)]

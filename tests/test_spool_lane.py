@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-
-import pytest
 
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.ingest.categories import Categorizer
@@ -20,16 +17,8 @@ from rhinobox.ingest.stages import StageContext, prepare_in_memory
 from tests.test_coalesce import entry_of, png
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LocalBlobStore]:
-    blobs = LocalBlobStore(tmp_path / "data", durable=False)
-    blobs.open()
-    yield blobs
-    blobs.close()
-
-
-def context(store: LocalBlobStore, sniffer: MimeSniffer | None = None) -> StageContext:
-    return StageContext(store, sniffer or MimeSniffer(), Categorizer.load(store.spool_dir.parent))
+def context(local_store: LocalBlobStore, sniffer: MimeSniffer | None = None) -> StageContext:
+    return StageContext(local_store, sniffer or MimeSniffer(), Categorizer.load(local_store.spool_dir.parent))
 
 
 class WatchingLane:
@@ -50,10 +39,10 @@ class WatchingLane:
         return None
 
 
-def test_files_are_typed_before_the_lane_and_spooled_inside_it(store: LocalBlobStore) -> None:
+def test_files_are_typed_before_the_lane_and_spooled_inside_it(local_store: LocalBlobStore) -> None:
     entries = [entry_of(png(seed), seed) for seed in range(5)]
     lane = WatchingLane(entries)
-    prepare_in_memory(context(store), entries, spool_lane=lane)
+    prepare_in_memory(context(local_store), entries, spool_lane=lane)
     assert lane.entered == 1
     assert lane.typed_on_entry == ["image/png"] * 5
     assert lane.spooled_on_entry == [False] * 5
@@ -62,13 +51,13 @@ def test_files_are_typed_before_the_lane_and_spooled_inside_it(store: LocalBlobS
         assert Path(entry.spool_path).read_bytes() == png(seed)
 
 
-def test_stored_content_never_enters_the_lane(store: LocalBlobStore) -> None:
+def test_stored_content_never_enters_the_lane(local_store: LocalBlobStore) -> None:
     entry = entry_of(png(7))
-    ctx = context(store)
+    ctx = context(local_store)
     prepare_in_memory(ctx, [entry])
     assert entry.spool_path is not None
     assert entry.digest is not None
-    store.commit(entry.spool_path, entry.digest)
+    local_store.commit(entry.spool_path, entry.digest)
     again = entry_of(png(7))
     lane = WatchingLane([again])
     prepare_in_memory(ctx, [again], defer_known=True, spool_lane=lane)
@@ -89,10 +78,10 @@ class RendezvousSniffer(MimeSniffer):
         return super().sniff(head)
 
 
-def test_two_arenas_of_one_request_are_sniffed_at_once_while_one_holds_the_lane(store: LocalBlobStore) -> None:
+def test_two_arenas_of_one_request_are_sniffed_at_once_while_one_holds_the_lane(local_store: LocalBlobStore) -> None:
     """The lane covers only the spool writes: sniffing in two workers overlaps even while it is held."""
     sniffer = RendezvousSniffer()
-    ctx = context(store, sniffer)
+    ctx = context(local_store, sniffer)
     lane = threading.Lock()
     arenas = [[entry_of(bytes([n]) * 4096 + bytes([i]), i) for i in range(3)] for n in (1, 2)]
     errors: list[BaseException] = []
