@@ -411,10 +411,11 @@ class IngestSession:
 
     async def _wait_threads(self) -> None:
         """Wait for every thread task of this request; re-raise the first unexpected error."""
-        threads, self._threads = self._threads, []
+        threads = self._threads
         if not threads:
             return
         await asyncio.wait(threads)
+        self._threads = []  # only now: if this wait is cancelled, `_cleanup` must still wait for them
         for future in threads:
             if not future.cancelled() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
@@ -433,11 +434,16 @@ class IngestSession:
             if len(ready) <= 1 and store.inline_io:
                 commit_entries(store, ready)
             elif store.inline_io:
-                # Local renames on one worker: spread over several, they contend in the kernel and for
-                # the GIL, and take more CPU per file for no gain (docs/performance.md, round 4).
-                reserved = await self._p.pool.reserve(len(ready))
-                self._threads.append(self._p.pool.submit(reserved, partial(commit_entries, store, ready)))
-                await self._wait_threads()
+                # Local renames one chunk at a time: spread over several workers, they contend in the
+                # kernel and take more CPU per file for no gain (docs/performance.md, round 4). A chunk
+                # takes at most a quarter of the queue's slots, so a request as large as the queue
+                # never waits for it to be empty.
+                step = max(ARENA_MAX_FILES, self._p.pool.capacity // 4)
+                for i in range(0, len(ready), step):
+                    chunk = ready[i : i + step]
+                    reserved = await self._p.pool.reserve(len(chunk))
+                    self._threads.append(self._p.pool.submit(reserved, partial(commit_entries, store, chunk)))
+                    await self._wait_threads()
             else:
                 # Spread over the workers (a network store's commit is a round trip per file).
                 step = max(1, min(COMMIT_CHUNK, -(-len(ready) // self._p.pool.workers)))
