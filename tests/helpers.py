@@ -10,12 +10,39 @@ from pathlib import Path
 import aiohttp
 import blake3
 
-__all__ = ["blake3_hex", "blob_files", "form", "raw_multipart", "send_partial_upload", "spool_files"]
+from rhinobox.ingest.buffers import Arena
+from rhinobox.ingest.entry import FileEntry
+from tests.samples import SAMPLES
+
+__all__ = [
+    "blake3_hex",
+    "blob_files",
+    "entry_of",
+    "form",
+    "png",
+    "raw_multipart",
+    "send_partial_upload",
+    "spool_files",
+]
 
 
 def blake3_hex(data: bytes) -> str:
     """BLAKE3 of `data`, computed independently of the server's code path."""
     return blake3.blake3(data).hexdigest()
+
+
+def png(seed: int) -> bytes:
+    """A small PNG, long enough for the signature table."""
+    return SAMPLES["png"][0](seed) + bytes(64)
+
+
+def entry_of(data: bytes, index: int = 0) -> FileEntry:
+    """A hashed file in its own arena, as the session hands it to the prepare stage."""
+    arena = Arena(len(data))
+    arena.append(data)
+    entry = FileEntry(index=index, name=f"f{index}", extension="", claimed_type=None, arena=arena, size=len(data))
+    entry.digest = blake3.blake3(data).hexdigest()
+    return entry
 
 
 def form(

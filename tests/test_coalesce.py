@@ -16,14 +16,12 @@ from aiohttp.test_utils import TestClient
 
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.http.keys import PIPELINE
-from rhinobox.ingest.buffers import Arena
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.coalesce import INLINE_PER_ITERATION, SingleFileCoalescer
-from rhinobox.ingest.entry import FileEntry
 from rhinobox.ingest.pool import WorkerPool
 from rhinobox.ingest.sniff import MimeSniffer
 from rhinobox.ingest.stages import StageContext, prepare_in_memory, type_by_signature
-from tests.helpers import form
+from tests.helpers import entry_of, form, png
 from tests.samples import SAMPLES, make_sample
 
 Client = TestClient[web.Request, web.Application]
@@ -46,18 +44,6 @@ def pool() -> Iterator[WorkerPool]:
     workers = WorkerPool(2, 100)
     yield workers
     workers.close()
-
-
-def png(seed: int) -> bytes:
-    return SAMPLES["png"][0](seed) + bytes(64)  # long enough for the signature table
-
-
-def entry_of(data: bytes, index: int = 0) -> FileEntry:
-    arena = Arena(len(data))
-    arena.append(data)
-    entry = FileEntry(index=index, name=f"f{index}", extension="", claimed_type=None, arena=arena, size=len(data))
-    entry.digest = blake3.blake3(data).hexdigest()
-    return entry
 
 
 def coalescer(local_store: LocalBlobStore, pool: WorkerPool, sniffer: MimeSniffer) -> SingleFileCoalescer:

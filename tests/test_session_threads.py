@@ -21,8 +21,7 @@ from rhinobox.ingest.pipeline import IngestPipeline
 from rhinobox.ingest.sniff import MimeSniffer
 from rhinobox.ingest.stages import StageContext, commit_entries
 from tests.conftest import make_settings
-from tests.helpers import blob_files, raw_multipart, spool_files
-from tests.test_coalesce import entry_of, png
+from tests.helpers import blob_files, entry_of, png, raw_multipart, spool_files
 
 
 class GatedSniffer(MimeSniffer):

@@ -14,7 +14,7 @@ from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.ingest.sniff import MimeSniffer
 from rhinobox.ingest.stages import StageContext, prepare_in_memory
-from tests.test_coalesce import entry_of, png
+from tests.helpers import entry_of, png
 
 
 def context(local_store: LocalBlobStore, sniffer: MimeSniffer | None = None) -> StageContext:
