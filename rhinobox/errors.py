@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "TooManyHashes",
     "Unauthorized",
     "UploadTimeout",
+    "storage_failure",
 ]
 
 
@@ -88,6 +90,13 @@ class InsufficientStorage(RhinoBoxError):
 class StorageError(RhinoBoxError):
     code = "storage_error"
     default_message = "the file could not be stored"
+
+
+def storage_failure(exc: OSError, doing: str) -> InsufficientStorage | StorageError:
+    """The domain error for a failed disk call: a full disk or quota is 507, anything else a storage error."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage()
+    return StorageError(f"could not {doing} ({exc.strerror})")
 
 
 class ClientDisconnected(RhinoBoxError):

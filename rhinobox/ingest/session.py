@@ -10,7 +10,6 @@ never abandons work it handed to a thread: cleanup waits for the thread before t
 from __future__ import annotations
 
 import asyncio
-import errno
 import sqlite3
 import threading
 import time
@@ -28,6 +27,7 @@ from rhinobox.errors import (
     RhinoBoxError,
     StorageError,
     TooManyFiles,
+    storage_failure,
 )
 from rhinobox.ingest.blocks import BlockSpooler
 from rhinobox.ingest.buffers import Arena
@@ -336,7 +336,7 @@ class IngestSession:
             return
         except OSError as exc:
             await self._drop_bytes(entry)
-            entry.fail(StorageError(f"could not finish the spool file ({exc.strerror})"))
+            entry.fail(storage_failure(exc, "finish the spool file"))
             return
         entry.spool_path, entry.writer = spooler.writer.path, None
         if not self._verify_expected(entry):
@@ -481,9 +481,7 @@ class IngestSession:
         try:
             await self._p.store.flush()
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorage() from exc
-            raise StorageError(f"could not make the files durable ({exc.strerror})") from exc
+            raise storage_failure(exc, "make the files durable") from exc
 
     async def _record(self, entries: list[FileEntry]) -> None:
         now, hint, comment = time.time(), self.hint, self.comment

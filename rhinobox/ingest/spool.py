@@ -8,7 +8,6 @@ large updates) so a file is never held whole in memory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import os
 import secrets
@@ -19,7 +18,7 @@ from typing import Final
 import blake3
 
 from rhinobox.blobs.fsops import start_writeback
-from rhinobox.errors import InsufficientStorage, StorageError
+from rhinobox.errors import StorageError, storage_failure
 from rhinobox.ingest.sniff import SNIFF_BYTES
 
 __all__ = ["SPOOL_SUFFIX", "SpoolNames", "SpoolWriter", "remove_spool_file", "write_spool_file"]
@@ -54,9 +53,7 @@ def remove_spool_file(path: str) -> None:
 
 
 def _storage_error(exc: OSError) -> Exception:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientStorage()
-    return StorageError(f"could not write the spool file ({exc.strerror})")
+    return storage_failure(exc, "write the spool file")
 
 
 def write_spool_file(names: SpoolNames, data: bytes | memoryview) -> str:

@@ -5,13 +5,12 @@ Each takes a list of entries so that one thread hop serves many small files.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from rhinobox.blobs.store import BlobStore
-from rhinobox.errors import InsufficientStorage, RhinoBoxError, StorageError
+from rhinobox.errors import RhinoBoxError, StorageError, storage_failure
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
 from rhinobox.ingest.signatures import match_signature
@@ -128,8 +127,7 @@ def commit_entries(store: BlobStore, entries: Sequence[FileEntry]) -> None:
         try:
             created = store.commit(entry.spool_path, entry.digest)
         except OSError as exc:
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # a directory that needed a new block
-            entry.fail(InsufficientStorage() if full else StorageError(f"could not store the file ({exc.strerror})"))
+            entry.fail(storage_failure(exc, "store the file"))  # full: a directory that needed a new block
             continue
         finally:
             entry.spool_path = None
