@@ -121,38 +121,86 @@ async def test_migration_4_indexes_existing_names(tmp_path: Path) -> None:
         await catalog.close()
 
 
-async def test_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
-    """Commits leave their pages in the WAL; the background task folds them into the database file."""
+def _rows_in_database_file(path: Path) -> int | None:
+    """Rows a checkpoint has copied into the main file so far, or None while one is copying pages.
+
+    immutable=1 reads the main file alone, ignoring the WAL and the locks, so a read that meets a
+    checkpoint half way sees a torn file: that is "not yet", not a failure of the catalog.
+    """
+    try:
+        with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as db:
+            return int(db.execute("SELECT count(*) FROM uploads").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _wal_salt(path: Path) -> bytes:
+    """The WAL header's salts: SQLite changes them each time it starts the WAL over from its beginning."""
+    with open(f"{path}-wal", "rb") as wal:
+        return wal.read(32)[16:24]
+
+
+async def test_commits_leave_the_checkpoint_to_an_idle_moment(tmp_path: Path) -> None:
+    """A commit does not checkpoint; the writer folds the WAL into the database file once idle."""
     path = tmp_path / "c.sqlite3"
     catalog = SQLiteCatalog(path, durable=False)
     await catalog.open()
-
-    def rows_in_database_file() -> int | None:
-        """Rows a checkpoint has copied into the main file so far, or None while one is copying pages.
-
-        immutable=1 reads the main file alone, ignoring the WAL and the locks, so a read that meets a
-        checkpoint half way sees a torn file: that is "not yet", not a failure of the catalog.
-        """
-        try:
-            with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as db:
-                return int(db.execute("SELECT count(*) FROM uploads").fetchone()[0])
-        except sqlite3.DatabaseError:
-            return None
-
     try:
-        await asyncio.sleep(1.2)  # let the checkpoint of the migrations pass
-        records = [upload(n, name=f"n{n}.png") for n in range(2000)]
-        began = asyncio.get_running_loop().time()
-        for start in range(0, len(records), 100):
-            await catalog.record_uploads(records[start : start + 100])
-        if asyncio.get_running_loop().time() - began < 0.7:  # no background checkpoint could run meanwhile
-            assert rows_in_database_file() != 2000  # so the commits themselves did not checkpoint
+        await catalog.record_uploads([upload(n, name=f"n{n}.png") for n in range(500)])
+        # Checked inside the writer's next group, before any idle moment could come.
+        in_file = await catalog.write(lambda db: _rows_in_database_file(path))
+        assert in_file is not None
+        assert in_file < 500
         copied = None
         for _ in range(40):
-            await asyncio.sleep(0.1)
-            copied = rows_in_database_file()
-            if copied == 2000:
+            await asyncio.sleep(0.05)
+            copied = _rows_in_database_file(path)
+            if copied == 500:
                 break
-        assert copied == 2000
+        assert copied == 500
+    finally:
+        await catalog.close()
+
+
+async def test_the_wal_starts_over_under_a_steady_stream_of_writes(tmp_path: Path) -> None:
+    """With writes always queued, checkpoints still run and the WAL is reused, not grown.
+
+    A checkpoint on another connection never copies every frame while commits keep coming, and only
+    then does SQLite start the WAL over; the writer's own checkpoints, between groups, do.
+    """
+    path = tmp_path / "c.sqlite3"
+    catalog = SQLiteCatalog(path, durable=False)
+    await catalog.open()
+    salts: set[bytes] = set()
+    stop = asyncio.Event()
+
+    async def writer(lane: int) -> None:
+        n = 0
+        while not stop.is_set():
+            await catalog.record_uploads([upload(lane * 1_000_000 + n, name=f"f{lane}-{n}.png")])
+            n += 1
+
+    try:
+        writers = [asyncio.create_task(writer(lane)) for lane in range(8)]
+        for _ in range(60):  # 1.5 s of commits, never idle
+            await asyncio.sleep(0.025)
+            salts.add(_wal_salt(path))
+        stop.set()
+        await asyncio.gather(*writers)
+        wal_mib = (tmp_path / "c.sqlite3-wal").stat().st_size / 2**20
+        # Every 50 ms idle or 200 ms busy: about 25 here. A checkpoint on another connection once a
+        # second left 4, the WAL grown to the 80 MiB backstop.
+        assert len(salts) >= 8, f"the WAL started over {len(salts) - 1} time(s) in 1.5 s; it is {wal_mib:.0f} MiB"
+    finally:
+        await catalog.close()
+
+
+async def test_writer_keeps_statement_journals_in_memory(tmp_path: Path) -> None:
+    """The writer's statement journals never become temp files created and deleted mid-commit."""
+    catalog = SQLiteCatalog(tmp_path / "c.sqlite3", durable=False)
+    await catalog.open()
+    try:
+        temp_store = await catalog.write(lambda db: db.execute("PRAGMA temp_store").fetchone()[0])
+        assert temp_store == 2  # MEMORY
     finally:
         await catalog.close()

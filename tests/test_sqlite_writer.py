@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -429,7 +431,7 @@ async def test_a_fault_in_the_thread_answers_everyone_and_refuses_later_writes(t
     """Should the thread's own loop ever fail, queued callers get an error and new ones are refused."""
     writer = SQLiteWriter(connect_to(tmp_path / "w.sqlite3"))
 
-    def broken_next_group() -> None:
+    def broken_next_group(db: sqlite3.Connection) -> None:
         with writer._wake:
             while not writer._pending:
                 writer._wake.wait()
@@ -476,3 +478,31 @@ async def test_a_write_failed_by_close_is_never_committed(tmp_path: Path) -> Non
     with contextlib.closing(sqlite3.connect(path)) as db:
         rows = db.execute("SELECT k FROM t").fetchall()
     assert rows == [], "a write its caller was told had failed was committed"
+
+
+async def test_a_writer_that_is_never_idle_still_checkpoints(tmp_path: Path) -> None:
+    """Checkpoints wait for an idle moment, but not forever: an overdue one runs between two groups."""
+    path = tmp_path / "w.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        setup.commit()
+    writer = SQLiteWriter(connect_to(path), checkpoint_seconds=0.02)
+    await writer.start()
+    loop = asyncio.get_running_loop()
+
+    def insert(db: sqlite3.Connection, k: int, started: asyncio.Event) -> None:
+        loop.call_soon_threadsafe(started.set)  # the next write is queued while this one runs
+        db.execute("INSERT INTO t VALUES (?)", (k,))
+        time.sleep(0.01)
+
+    try:
+        writes = []
+        for k in range(40):  # 400 ms of writes, each queued before the one ahead of it ends
+            started = asyncio.Event()
+            writes.append(asyncio.ensure_future(writer.submit(functools.partial(insert, k=k, started=started))))
+            await asyncio.wait_for(started.wait(), HANG_GUARD_S)
+        await asyncio.wait_for(asyncio.gather(*writes), HANG_GUARD_S)
+        assert writer.checkpoints >= 2  # one every 80 ms or so: it never found the queue empty
+    finally:
+        await writer.close()

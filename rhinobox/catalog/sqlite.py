@@ -7,8 +7,6 @@ requests cost one commit (one WAL fsync) and a few statements, not N of each.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import sqlite3
@@ -44,7 +42,11 @@ LOOKUP_CHUNK: Final = 500  # stays under SQLite's bound-parameter limit
 # count is its own statement in the connection's cache, and a huge one compiles slowly.
 MAX_ROWS_PER_STATEMENT: Final = 1024
 STATEMENT_CACHE: Final = 512  # the writer's prepared statements, several row counts of each insert
-CHECKPOINT_SECONDS: Final = 1.0
+# The writer checkpoints this long after the first commit a checkpoint has not covered, at its next
+# idle moment (SQLiteWriter): small checkpoints often. Less often with fsync=always, where commits wait
+# behind each checkpoint's own fsyncs (docs/performance.md, round 5).
+CHECKPOINT_SECONDS: Final = 0.05
+CHECKPOINT_SECONDS_DURABLE: Final = 0.25
 WAL_BACKSTOP_PAGES: Final = 20_000  # about 80 MiB of WAL
 MAX_ID: Final = 2**63 - 1  # a cursor past any id lists from the newest (SQLite integers are 64-bit)
 TRIGRAM: Final = 3  # shortest name the trigram index can search; shorter ones scan blobs newest first
@@ -84,8 +86,6 @@ class SQLiteCatalog:
         self._durable = durable
         self._writer: SQLiteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._checkpointer: aiosqlite.Connection | None = None
-        self._checkpoint_task: asyncio.Task[None] | None = None
 
     @property
     def commits(self) -> int:
@@ -105,14 +105,16 @@ class SQLiteCatalog:
         finally:
             await setup.close()
         try:
-            self._writer = SQLiteWriter(self._connect_writer, name="rhinobox-catalog-writer")
+            self._writer = SQLiteWriter(
+                self._connect_writer,
+                name="rhinobox-catalog-writer",
+                checkpoint_seconds=CHECKPOINT_SECONDS_DURABLE if self._durable else CHECKPOINT_SECONDS,
+            )
             await self._writer.start()
             self._reader = await self._connect()
-            self._checkpointer = await self._connect()
         except BaseException:
             await self.close()
             raise
-        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="rhinobox-catalog-checkpoint")
 
     def _connect_writer(self) -> sqlite3.Connection:
         """The write connection; opened on the writer thread, which alone uses it."""
@@ -121,24 +123,19 @@ class SQLiteCatalog:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             db.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
             db.execute("PRAGMA journal_mode=WAL")
-            # Checkpoints run beside the writer (below), not inside a commit: SQLite's default of one
-            # every 1,000 pages stalls the committing request for the whole checkpoint. This limit is
-            # only a backstop in case the background checkpoints fall behind.
+            # The writer checkpoints between groups (CHECKPOINT_SECONDS), not inside a commit: SQLite's
+            # default of one every 1,000 pages stalls the committing request for the whole checkpoint.
+            # This limit is only a backstop.
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+            # A multi-row insert that fires triggers keeps a statement journal; past 64 KiB SQLite
+            # spills it to a temp file it creates and deletes in the middle of the commit, on the
+            # temp directory's filesystem (a file create on the write path: milliseconds on a busy
+            # disk). In memory it is bounded by the pages one group of inserts touches.
+            db.execute("PRAGMA temp_store=MEMORY")
         except BaseException:
             db.close()
             raise
         return db
-
-    async def _checkpoint_loop(self) -> None:
-        """Copy committed WAL frames into the database now and then, without blocking the writer."""
-        assert self._checkpointer is not None
-        while True:
-            await asyncio.sleep(CHECKPOINT_SECONDS)
-            try:
-                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:
-                log.warning("background WAL checkpoint failed: %s", exc)
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -150,15 +147,9 @@ class SQLiteCatalog:
         if self._writer is not None:
             # Writes already queued commit (they were promised to callers); later ones are refused.
             await self._writer.close()
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
-            self._checkpoint_task = None
-        for db in (self._checkpointer, self._reader):
-            if db is not None:
-                await db.close()
-        self._checkpointer = self._reader = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
 
     async def ping(self) -> None:
         async with self._read().execute("SELECT 1") as cursor:

@@ -3,6 +3,12 @@
 Whatever is queued when the thread wakes runs as one transaction (one commit, one WAL fsync), and its
 callers are answered with one hop back to their event loop: a group of N writes costs two thread hops,
 where one aiosqlite round trip per statement cost 5 or more.
+
+The thread also checkpoints the WAL, between groups: only a checkpoint that has copied every frame
+before the next write transaction begins lets SQLite start the WAL over from its beginning. One run on
+another connection, beside a steady stream of commits, never catches up; the WAL then grows by new
+blocks until the autocheckpoint backstop stalls a commit for tens of milliseconds
+(docs/performance.md, round 5).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import inspect
 import logging
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +34,9 @@ log = logging.getLogger(__name__)
 
 CLOSE_DRAIN_SECONDS: Final = 5.0  # how long close lets queued writes commit before failing them
 CLOSE_STOP_SECONDS: Final = 1.0  # then how long it waits for the interrupted thread to stop
+# A checkpoint waits for an idle moment (no write queued) until this many checkpoint periods have
+# passed; then it runs before the next group, so a writer that is never idle still checkpoints.
+CHECKPOINT_OVERDUE_PERIODS: Final = 4
 
 T = TypeVar("T")
 WriteJob = Callable[[sqlite3.Connection], T]
@@ -63,12 +73,22 @@ class SQLiteWriter:
 
     `connect` opens the write connection; it runs on the thread, which alone uses the connection.
     Every submitted job gets an answer: its result, its own error, or a StorageError if the writer
-    closes or stops before the job ran.
+    closes or stops before the job ran. With `checkpoint_seconds`, a PASSIVE checkpoint runs that
+    long after the first commit it has not covered, at the next moment no write is queued.
     """
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], *, name: str = "rhinobox-sqlite-writer") -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        name: str = "rhinobox-sqlite-writer",
+        checkpoint_seconds: float | None = None,
+    ) -> None:
         self._connect = connect
         self._name = name
+        self._checkpoint_seconds = checkpoint_seconds
+        self._uncheckpointed_since: float | None = None  # monotonic time of the first commit not checkpointed
+        self.checkpoints = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: list[_Entry] = []
@@ -191,7 +211,7 @@ class SQLiteWriter:
             self._accepting = not self._closing
         ready.set_result(None)
         try:
-            while (group := self._next_group()) is not None:
+            while (group := self._next_group(db)) is not None:
                 _answer(self._run_group_safely(db, group))
                 with self._lock:  # only now: should answering fail, _stop still answers the group
                     self._running = []
@@ -200,15 +220,45 @@ class SQLiteWriter:
         finally:
             self._stop(db)
 
-    def _next_group(self) -> list[_Entry] | None:
-        """Everything queued, once there is something; None once closing and drained."""
-        with self._wake:
-            while not self._pending and not self._closing:
-                self._wake.wait()
-            if not self._pending:
-                return None
-            self._running, self._pending = self._pending, []
-            return self._running
+    def _next_group(self, db: sqlite3.Connection) -> list[_Entry] | None:
+        """Everything queued, once there is something; None once closing and drained.
+
+        A checkpoint that is due runs first when nothing is queued, or once it is overdue.
+        """
+        while True:
+            with self._wake:
+                due_in = self._checkpoint_due_in()
+                overdue = (
+                    due_in is not None
+                    and self._checkpoint_seconds is not None
+                    and (due_in <= -(CHECKPOINT_OVERDUE_PERIODS - 1) * self._checkpoint_seconds)
+                )
+                if self._pending and not overdue:
+                    self._running, self._pending = self._pending, []
+                    return self._running
+                if not self._pending:
+                    if self._closing:
+                        return None  # closing the connection checkpoints what is left
+                    if due_in is None or due_in > 0:
+                        self._wake.wait(due_in)
+                        continue
+            self._checkpoint(db)
+
+    def _checkpoint_due_in(self) -> float | None:
+        """Seconds until the next checkpoint is due (<= 0: due now); None if there is nothing to copy."""
+        if self._checkpoint_seconds is None or self._uncheckpointed_since is None:
+            return None
+        return self._uncheckpointed_since + self._checkpoint_seconds - time.monotonic()
+
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        self._uncheckpointed_since = None
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # the next commit makes it due again; the backstop still holds
+            if not self._abandoned:
+                log.warning("WAL checkpoint failed: %s", exc)
+            return
+        self.checkpoints += 1
 
     def _run_group_safely(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
         try:
@@ -239,6 +289,8 @@ class SQLiteWriter:
                 db.execute("COMMIT")
                 for entry in group:
                     entry.committed = True
+            if self._uncheckpointed_since is None:
+                self._uncheckpointed_since = time.monotonic()
         except BaseException:
             if db.in_transaction:  # SQLite rolls some failures back by itself
                 with contextlib.suppress(sqlite3.Error):
