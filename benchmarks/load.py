@@ -362,11 +362,14 @@ class Bench:
 
     def latency(self) -> ScenarioReport:
         a = self.args
-        if self.single_peak is None:
-            self.single()
-        assert self.single_peak is not None
-        rate = self.single_peak / 2
-        report = ScenarioReport("latency", f"one 4 KiB file per request, paced at {rate:.0f}/s (half the single peak)")
+        if a.latency_rate:
+            rate, why = a.latency_rate, "as asked"
+        else:
+            if self.single_peak is None:
+                self.single()
+            assert self.single_peak is not None
+            rate, why = self.single_peak / 2, "half the single peak"
+        report = ScenarioReport("latency", f"one 4 KiB file per request, paced at {rate:.0f}/s ({why})")
         count = max(1, min(a.single_requests, int(rate * a.latency_seconds)))
         data = small_files(rng_for(a.seed, "latency"), count, 4 * KIB, a.kind)
         bodies = [multipart_body([d]) for d in data]
@@ -534,6 +537,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dup-files", type=int, default=100)
     p.add_argument("--dup-kib", type=int, default=4)
     p.add_argument("--latency-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--latency-rate", type=float, default=0.0,
+        help="latency: requests/s (default: half the single peak measured in the same run); fix it to compare trees",
+    )  # fmt: skip
     p.add_argument("--prefill", type=int, default=100_000, help="storesize: blobs already stored")
     p.add_argument("--max-upload-mb", type=int, default=8192)
     p.add_argument("--no-http-floor", action="store_true", help="skip the floor servers")
