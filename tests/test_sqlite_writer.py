@@ -506,3 +506,45 @@ async def test_a_writer_that_is_never_idle_still_checkpoints(tmp_path: Path) -> 
         assert writer.checkpoints >= 2  # one every 80 ms or so: it never found the queue empty
     finally:
         await writer.close()
+
+
+async def test_a_checkpoint_held_short_by_a_reader_is_tried_again(tmp_path: Path) -> None:
+    """A reader's older snapshot stops a checkpoint part way; the writer tries again while idle."""
+    path = tmp_path / "w.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        setup.commit()
+    writer = SQLiteWriter(connect_to(path), checkpoint_seconds=0.02)
+    await writer.start()
+
+    def rows_in_database_file() -> int | None:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as db:
+                return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
+        except sqlite3.DatabaseError:  # met a checkpoint half way
+            return None
+
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        await writer.submit(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (1,)  # a snapshot of one row
+        await writer.submit(lambda db: db.execute("INSERT INTO t VALUES (2)"))
+        checkpoints = writer.checkpoints
+        for _ in range(200):
+            if writer.checkpoints > checkpoints:
+                break
+            await asyncio.sleep(0.01)
+        assert writer.checkpoints > checkpoints  # it ran, and could copy the first row only
+        reader.execute("COMMIT")
+        copied = None
+        for _ in range(100):  # no more writes: only a retry can copy the second row
+            await asyncio.sleep(0.01)
+            copied = rows_in_database_file()
+            if copied == 2:
+                break
+        assert copied == 2
+    finally:
+        reader.close()
+        await writer.close()

@@ -238,7 +238,7 @@ class SQLiteWriter:
                     return self._running
                 if not self._pending:
                     if self._closing:
-                        return None  # closing the connection checkpoints what is left
+                        return None
                     if due_in is None or due_in > 0:
                         self._wake.wait(due_in)
                         continue
@@ -251,14 +251,17 @@ class SQLiteWriter:
         return self._uncheckpointed_since + self._checkpoint_seconds - time.monotonic()
 
     def _checkpoint(self, db: sqlite3.Connection) -> None:
+        began = time.monotonic()
         self._uncheckpointed_since = None
         try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # the next commit makes it due again; the backstop still holds
-            if not self._abandoned:
+            busy, in_wal, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            if not self._abandoned:  # the next commit makes it due again; the backstop still holds
                 log.warning("WAL checkpoint failed: %s", exc)
             return
         self.checkpoints += 1
+        if busy or copied < in_wal:  # a reader's older snapshot held it short: the WAL cannot start over
+            self._uncheckpointed_since = began
 
     def _run_group_safely(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
         try:
@@ -289,14 +292,14 @@ class SQLiteWriter:
                 db.execute("COMMIT")
                 for entry in group:
                     entry.committed = True
-            if self._uncheckpointed_since is None:
-                self._uncheckpointed_since = time.monotonic()
         except BaseException:
             if db.in_transaction:  # SQLite rolls some failures back by itself
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
             raise
         self.commits += 1
+        if self._uncheckpointed_since is None:
+            self._uncheckpointed_since = time.monotonic()
         return results
 
     def _stop(self, db: sqlite3.Connection | None) -> None:
