@@ -480,8 +480,8 @@ async def test_a_write_failed_by_close_is_never_committed(tmp_path: Path) -> Non
     assert rows == [], "a write its caller was told had failed was committed"
 
 
-async def test_a_writer_that_is_never_idle_still_checkpoints(tmp_path: Path) -> None:
-    """Checkpoints wait for an idle moment, but not forever: an overdue one runs between two groups."""
+async def checkpointing_writer(tmp_path: Path) -> tuple[Path, SQLiteWriter]:
+    """A started writer on a WAL database with a table `t`, checkpointing 20 ms after a commit."""
     path = tmp_path / "w.sqlite3"
     with contextlib.closing(sqlite3.connect(path)) as setup:
         setup.execute("PRAGMA journal_mode=WAL")
@@ -489,6 +489,12 @@ async def test_a_writer_that_is_never_idle_still_checkpoints(tmp_path: Path) -> 
         setup.commit()
     writer = SQLiteWriter(connect_to(path), checkpoint_seconds=0.02)
     await writer.start()
+    return path, writer
+
+
+async def test_a_writer_that_is_never_idle_still_checkpoints(tmp_path: Path) -> None:
+    """Checkpoints wait for an idle moment, but not forever: an overdue one runs between two groups."""
+    _, writer = await checkpointing_writer(tmp_path)
     loop = asyncio.get_running_loop()
 
     def insert(db: sqlite3.Connection, k: int, started: asyncio.Event) -> None:
@@ -510,13 +516,7 @@ async def test_a_writer_that_is_never_idle_still_checkpoints(tmp_path: Path) -> 
 
 async def test_a_checkpoint_held_short_by_a_reader_is_tried_again(tmp_path: Path) -> None:
     """A reader's older snapshot stops a checkpoint part way; the writer tries again while idle."""
-    path = tmp_path / "w.sqlite3"
-    with contextlib.closing(sqlite3.connect(path)) as setup:
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
-        setup.commit()
-    writer = SQLiteWriter(connect_to(path), checkpoint_seconds=0.02)
-    await writer.start()
+    path, writer = await checkpointing_writer(tmp_path)
 
     def rows_in_database_file() -> int | None:
         try:
