@@ -8,7 +8,6 @@ requests cost one commit (one WAL fsync) and a few statements, not N of each.
 from __future__ import annotations
 
 import functools
-import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
@@ -32,8 +31,6 @@ from rhinobox.catalog.sqlite_writer import MergeableJob, SQLiteWriter, WriteJob
 from rhinobox.errors import StorageError
 
 __all__ = ["SQLiteCatalog"]
-
-log = logging.getLogger(__name__)
 
 CATALOG_FILENAME: Final = "catalog.sqlite3"
 BUSY_TIMEOUT_MS: Final = 30_000
