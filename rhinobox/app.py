@@ -22,7 +22,9 @@ from rhinobox.http.metrics import metrics_middleware, setup_metrics
 from rhinobox.http.routes import setup_routes
 from rhinobox.ingest.pipeline import IngestPipeline
 from rhinobox.reconcile import ReconcileReport, reconcile
+from rhinobox.runmarker import RunMarker
 from rhinobox.settings import Settings
+from rhinobox.verify import QUARANTINE_DIRNAME
 
 __all__ = ["create_app"]
 
@@ -53,14 +55,20 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
         log.warning("removed %d spool file(s) left by an earlier run", stale)
     catalog = make_catalog(settings)
     await catalog.open()
+    marker = RunMarker(settings.data_dir)
+    report = ReconcileReport(stale_spool_files=stale, unclean_stop=await loop.run_in_executor(None, marker.begin))
     app[STORE] = store
     app[CATALOG] = catalog
-    app[RECONCILE] = ReconcileReport(stale_spool_files=stale)
+    app[RECONCILE] = report
     try:
+        if report.unclean_stop and store.names_may_outlive_bytes:
+            log.warning("the last run did not stop cleanly: hashing blobs without a catalog entry before serving")
+            await reconcile(store, catalog, report, quarantine_dir=settings.data_dir / QUARANTINE_DIRNAME)
         yield
     finally:
         await catalog.close()
         store.close()
+    await loop.run_in_executor(None, marker.end)  # only after a clean close: everything is durable now
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -75,6 +83,9 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
+    if app[RECONCILE].state != "pending":  # already done before serving (after an unclean stop)
+        yield
+        return
     task = asyncio.create_task(reconcile(app[STORE], app[CATALOG], app[RECONCILE]))
     try:
         yield

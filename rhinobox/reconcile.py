@@ -2,6 +2,11 @@
 
 Neither is repaired automatically (an orphan blob may be re-claimed by the next upload of the same
 bytes; a missing blob needs an operator): both are counted, logged, and shown in `/healthz`.
+
+After an unclean stop (`rhinobox.runmarker`) it runs before serving and also hashes every orphan: a
+blob renamed in just before a power cut may have a durable name without its bytes, and the next
+upload of that content must not be answered `duplicate` against it. Orphans whose bytes do not match
+their name are moved to the quarantine directory (`torn_blobs`).
 """
 
 from __future__ import annotations
@@ -9,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
+from rhinobox.verify import corrupt_blobs, move_aside
 
 __all__ = ["ReconcileReport", "reconcile"]
 
@@ -26,18 +33,26 @@ class ReconcileReport:
     """What the last reconciliation found; `state` is `pending`, `running`, `done` or `failed`."""
 
     state: str = "pending"
+    unclean_stop: bool = False  # the last run did not stop cleanly: orphans were hashed before serving
     stale_spool_files: int = 0
     orphan_blobs: int = 0
     missing_blobs: int = 0
+    torn_blobs: int = 0  # orphans whose bytes did not match their name, moved to quarantine
     orphan_sample: list[str] = field(default_factory=list)
     missing_sample: list[str] = field(default_factory=list)
+    torn_sample: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-async def reconcile(store: BlobStore, catalog: Catalog, report: ReconcileReport) -> ReconcileReport:
-    """Compare the blob store with the catalog, filling `report` as it goes (it runs in the background)."""
+async def reconcile(
+    store: BlobStore, catalog: Catalog, report: ReconcileReport, *, quarantine_dir: Path | None = None
+) -> ReconcileReport:
+    """Compare the blob store with the catalog, filling `report` as it goes (usually in the background).
+
+    With `quarantine_dir`, orphans are also hashed and the torn ones moved there.
+    """
     report.state = "running"
     try:
         loop = asyncio.get_running_loop()
@@ -54,10 +69,12 @@ async def reconcile(store: BlobStore, catalog: Catalog, report: ReconcileReport)
             missing.extend(d for d in page if d not in on_disk)
         # Uploads keep running meanwhile: look again at each candidate before reporting it.
         known_now = await catalog.known_digests(orphans)
+        orphans = [d for d in orphans if d not in known_now]
+        if quarantine_dir is not None:
+            orphans = await _quarantine_torn(store, orphans, quarantine_dir, report)
         for digest in orphans:
-            if digest not in known_now:
-                report.orphan_blobs += 1
-                _sample(report.orphan_sample, digest)
+            report.orphan_blobs += 1
+            _sample(report.orphan_sample, digest)
         for digest in missing:
             if not await loop.run_in_executor(None, store.contains, digest):
                 report.missing_blobs += 1
@@ -67,6 +84,12 @@ async def reconcile(store: BlobStore, catalog: Catalog, report: ReconcileReport)
         report.state = "failed"
         log.exception("reconciliation failed")
         raise
+    if report.torn_blobs:
+        log.warning(
+            "reconciliation: moved %d blob(s) whose bytes did not match their name to %s",
+            report.torn_blobs,
+            quarantine_dir,
+        )
     if report.orphan_blobs or report.missing_blobs:
         log.warning(
             "reconciliation: %d blob(s) without catalog entry, %d catalog entr(ies) without blob",
@@ -74,6 +97,20 @@ async def reconcile(store: BlobStore, catalog: Catalog, report: ReconcileReport)
             report.missing_blobs,
         )
     return report
+
+
+async def _quarantine_torn(
+    store: BlobStore, orphans: list[str], quarantine_dir: Path, report: ReconcileReport
+) -> list[str]:
+    """Move the orphans whose bytes do not hash to their name aside; returns the intact ones."""
+    torn = set(await corrupt_blobs(store, orphans))
+    for digest in sorted(torn):
+        if await move_aside(store, digest, quarantine_dir):
+            report.torn_blobs += 1
+            _sample(report.torn_sample, digest)
+    if torn:
+        await store.flush()
+    return [d for d in orphans if d not in torn]
 
 
 def _sample(sample: list[str], digest: str) -> None:

@@ -33,6 +33,8 @@ __all__ = [
     "QUARANTINE_DIRNAME",
     "RepairRefused",
     "VerifyReport",
+    "corrupt_blobs",
+    "move_aside",
     "quarantine_path",
     "removed_records",
     "repair_refusal",
@@ -153,6 +155,11 @@ async def _confirm_orphans(catalog: Catalog, candidates: list[str]) -> list[str]
     return [d for d in candidates if d not in known]
 
 
+async def corrupt_blobs(store: BlobStore, digests: list[str]) -> list[str]:
+    """Those of `digests` whose content no longer hashes to their name (a few hashed at a time)."""
+    return await _rehash(store, digests, VerifyReport(), None)
+
+
 async def _rehash(store: BlobStore, digests: list[str], report: VerifyReport, progress: Progress | None) -> list[str]:
     """Hash `digests` a few at a time; returns those whose content does not match their name."""
     corrupt: list[str] = []
@@ -212,13 +219,13 @@ async def _repair(store: BlobStore, catalog: Catalog, quarantine_dir: Path, repo
     for digest in report.corrupt:
         if await catalog.delete_blob(digest):
             report.uncatalogued.append(digest)
-        if await _move_aside(store, digest, quarantine_dir):
+        if await move_aside(store, digest, quarantine_dir):
             report.quarantined.append(digest)
     for digest in report.missing:
         if await catalog.delete_blob(digest):
             report.uncatalogued.append(digest)
     for digest in await _confirm_orphans(catalog, report.orphans):
-        if await _move_aside(store, digest, quarantine_dir):
+        if await move_aside(store, digest, quarantine_dir):
             report.quarantined.append(digest)
     await store.flush()
     report.quarantined.sort()
@@ -284,7 +291,7 @@ def removed_records(path: Path) -> list[UploadRecord]:
     return records
 
 
-async def _move_aside(store: BlobStore, digest: str, quarantine_dir: Path) -> bool:
+async def move_aside(store: BlobStore, digest: str, quarantine_dir: Path) -> bool:
     """Move a blob out of the store into the quarantine directory (copy then delete for remote stores)."""
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, lambda: quarantine_dir.mkdir(parents=True, exist_ok=True))

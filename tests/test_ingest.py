@@ -162,7 +162,7 @@ async def test_filenames_are_metadata_never_paths(client: Client, data_dir: Path
     files = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file())
     digest = blake3_hex(payload)
     assert f"blobs/{digest[:2]}/{digest}" in files
-    assert all(f.startswith(("blobs/", "catalog.sqlite3", "rhinobox.lock")) for f in files), files
+    assert all(f.startswith(("blobs/", "catalog.sqlite3", "rhinobox.lock", "rhinobox.running")) for f in files), files
 
 
 async def test_non_utf8_filename_is_stored_safely(client: Client, data_dir: Path) -> None:

@@ -1,5 +1,7 @@
 """Start-up: spool files from a crash are removed; orphans and missing blobs are counted in /healthz.
 
+After an unclean stop, orphans are hashed before serving and torn ones moved to quarantine.
+
 With auth on, the open /healthz gives only the counts; the hashes need a token.
 """
 
@@ -14,6 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from rhinobox import __version__
 from rhinobox.app import create_app
+from rhinobox.runmarker import RUN_MARKER_FILENAME, RunMarker
+from rhinobox.verify import QUARANTINE_DIRNAME
 from tests.conftest import AiohttpClient, make_settings
 from tests.helpers import blake3_hex, blob_files, form, spool_files
 from tests.samples import make_sample
@@ -85,9 +89,75 @@ async def test_healthz_shows_hashes_only_with_a_token_when_auth_is_on(
     assert anonymous["reconcile"]["orphan_blobs"] == 1
     assert "orphan_sample" not in anonymous["reconcile"]
     assert "missing_sample" not in anonymous["reconcile"]
+    assert "torn_sample" not in anonymous["reconcile"]
     assert orphan_digest not in str(anonymous)
     wrong = await reconciled(secured, {"Authorization": "Bearer wrong"})
     assert "orphan_sample" not in wrong["reconcile"]
     authorized = await reconciled(secured, {"Authorization": "Bearer s3cret"})
     assert authorized["reconcile"]["orphan_sample"] == [orphan_digest]
     assert authorized["reconcile"]["missing_sample"] == []
+
+
+def _plant_blob(data_dir: Path, digest: str, content: bytes) -> Path:
+    path = data_dir / "blobs" / digest[:2] / digest
+    path.write_bytes(content)
+    return path
+
+
+async def test_after_an_unclean_stop_torn_blobs_are_moved_aside_before_serving(
+    aiohttp_client: AiohttpClient, data_dir: Path
+) -> None:
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    kept = make_sample("png", 1)
+    assert (await first.post("/ingest", data=form([kept]))).status == 200
+    await first.close()
+
+    # What a power cut between a rename and its sync can leave: names whose bytes never reached the
+    # disk (short, empty), beside an orphan that is whole. The marker says the run never stopped.
+    RunMarker(data_dir).begin()
+    short, empty, whole = (make_sample("pdf", 2)[1], make_sample("jpeg", 3)[1], b"renamed, synced, never recorded")
+    short_path = _plant_blob(data_dir, blake3_hex(short), short[: len(short) // 2])
+    empty_path = _plant_blob(data_dir, blake3_hex(empty), b"")
+    _plant_blob(data_dir, blake3_hex(whole), whole)
+
+    second = await aiohttp_client(create_app(make_settings(data_dir)))
+    body = (await (await second.get("/healthz")).json())["reconcile"]  # no waiting: it ran before serving
+    assert body["state"] == "done"
+    assert body["unclean_stop"] is True
+    assert body["torn_blobs"] == 2
+    assert sorted(body["torn_sample"]) == sorted([blake3_hex(short), blake3_hex(empty)])
+    assert body["orphan_blobs"] == 1
+    assert body["orphan_sample"] == [blake3_hex(whole)]
+    assert not short_path.exists()
+    assert not empty_path.exists()
+    assert (data_dir / QUARANTINE_DIRNAME / blake3_hex(short)).read_bytes() == short[: len(short) // 2]
+
+    # The torn content is stored anew (not answered `duplicate` against the bad copy); the whole
+    # orphan is re-claimed; what the catalog knew was never touched.
+    response = await second.post("/ingest", data=form([("a.pdf", short), ("b.jpg", empty), ("c.bin", whole), kept]))
+    statuses = [r["status"] for r in (await response.json())["results"]]
+    assert statuses == ["stored", "stored", "duplicate", "duplicate"]
+    for content in (short, empty, whole, kept[1]):
+        assert await (await second.get(f"/files/{blake3_hex(content)}")).read() == content
+
+
+async def test_a_clean_stop_removes_the_run_marker_so_the_next_start_hashes_nothing(
+    aiohttp_client: AiohttpClient, data_dir: Path
+) -> None:
+    marker = data_dir / RUN_MARKER_FILENAME
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    assert marker.exists()
+    assert (await reconciled(first))["reconcile"]["unclean_stop"] is False
+    await first.close()
+    assert not marker.exists()
+
+    # After a clean stop every orphan was synced whole, so start-up only counts them (in the
+    # background) and never reads them: a tampered one stays where it is.
+    tampered = make_sample("pdf", 2)[1]
+    path = _plant_blob(data_dir, blake3_hex(tampered), b"not the bytes of its name")
+    second = await aiohttp_client(create_app(make_settings(data_dir)))
+    body = (await reconciled(second))["reconcile"]
+    assert body["unclean_stop"] is False
+    assert body["torn_blobs"] == 0
+    assert body["orphan_sample"] == [blake3_hex(tampered)]
+    assert path.exists()

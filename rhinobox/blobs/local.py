@@ -30,6 +30,7 @@ class LocalBlobStore:
     """A `BlobStore` on the local filesystem, with grouped syncs for durability."""
 
     inline_io = True
+    names_may_outlive_bytes = True  # commit renames, then one grouped sync covers the bytes and the name
 
     def __init__(self, data_dir: Path, *, durable: bool) -> None:
         self.root = data_dir / BLOBS_DIRNAME

@@ -85,6 +85,7 @@ class S3BlobStore:
     """A `BlobStore` on an S3 bucket. Blocking methods use obstore's sync API (it releases the GIL)."""
 
     inline_io = False  # every call is a network round trip: never on the event loop
+    names_may_outlive_bytes = False  # a key appears with its whole object or not at all
 
     def __init__(
         self,

@@ -19,6 +19,10 @@ class BlobStore(Protocol):
     # True if `contains` and `commit` are quick local filesystem calls that may run on the event loop
     # (ingest's single-file fast path); False for network stores, whose calls always go to a worker.
     inline_io: bool
+    # True if a machine crash can leave a committed name without its bytes: a local commit renames
+    # before the one grouped sync that covers both. Start-up after an unclean stop then hashes every
+    # blob the catalog does not know (`rhinobox.reconcile`). False where a commit is atomic (a PUT).
+    names_may_outlive_bytes: bool
 
     def open(self) -> None:
         """Prepare the store for use (blocking; called once at start)."""
@@ -49,7 +53,7 @@ class BlobStore(Protocol):
         ...
 
     async def flush(self) -> None:
-        """Return once every spool write and commit finished before the call is durable."""
+        """Return once every spool write and commit finished before the call is durable (bytes and names)."""
         ...
 
     def delete(self, digest: str) -> bool:

@@ -95,11 +95,9 @@ async def _spool(pipeline: IngestPipeline, entry: FileEntry, spooler: BlockSpool
 
 
 async def _commit(pipeline: IngestPipeline, entry: FileEntry) -> None:
-    """Durable bytes, then the durable name, exactly as multipart ingest commits (see IngestSession)."""
+    """Rename, then one sync for the bytes and the name, exactly as multipart ingest commits (see IngestSession)."""
     store = pipeline.store
     spooled = [entry.digest] if entry.spool_path is not None and entry.digest is not None else []
-    if spooled:
-        await store.flush()
     async with pipeline.pins.committing(spooled):  # one concurrent commit of new content answers `stored`
         await _blocking(pipeline, partial(commit_entries, store, [entry]))
     if entry.error is not None:
