@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 
 from rhinobox.backends import make_arbiter, make_blob_store, make_catalog
+from rhinobox.blobs.store import BlobStore
+from rhinobox.catalog.base import Catalog
 from rhinobox.datadir import DataDirLock
 from rhinobox.http.access_log import add_request_id_header, request_id_middleware
 from rhinobox.http.auth import auth_middleware, setup_auth
@@ -47,28 +50,62 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def _open_storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = make_blob_store(settings)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, store.open)
-    stale = await loop.run_in_executor(None, store.remove_stale_spool)
-    if stale:
-        log.warning("removed %d spool file(s) left by an earlier run", stale)
-    catalog = make_catalog(settings)
-    await catalog.open()
-    marker = RunMarker(settings.data_dir)
-    report = ReconcileReport(stale_spool_files=stale, unclean_stop=await loop.run_in_executor(None, marker.begin))
-    app[STORE] = store
-    app[CATALOG] = catalog
-    app[RECONCILE] = report
-    try:
-        if report.unclean_stop and store.names_may_outlive_bytes:
+    async with (
+        _run_marked(settings.data_dir) as unclean,
+        _opened_store(settings) as (store, stale),
+        _opened_catalog(settings) as catalog,
+    ):
+        report = ReconcileReport(stale_spool_files=stale, unclean_stop=unclean)
+        app[STORE] = store
+        app[CATALOG] = catalog
+        app[RECONCILE] = report
+        if unclean and store.names_may_outlive_bytes:
             log.warning("the last run did not stop cleanly: hashing blobs without a catalog entry before serving")
             await reconcile(store, catalog, report, quarantine_dir=settings.data_dir / QUARANTINE_DIRNAME)
         yield
+
+
+@contextlib.asynccontextmanager
+async def _run_marked(data_dir: Path) -> AsyncIterator[bool]:
+    """The run marker around everything else: True if the last run did not stop cleanly.
+
+    Removed only when everything inside (the start-up check, the closes) ended without an error;
+    otherwise the next start checks again.
+    """
+    marker = RunMarker(data_dir)
+    loop = asyncio.get_running_loop()
+    unclean = await loop.run_in_executor(None, marker.begin)
+    try:
+        yield unclean
+    except BaseException:
+        await loop.run_in_executor(None, marker.release)
+        raise
+    await loop.run_in_executor(None, marker.end)
+
+
+@contextlib.asynccontextmanager
+async def _opened_store(settings: Settings) -> AsyncIterator[tuple[BlobStore, int]]:
+    """The blob store, open, with the count of spool files the last run left (removed now)."""
+    store = make_blob_store(settings)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, store.open)
+    try:
+        stale = await loop.run_in_executor(None, store.remove_stale_spool)
+        if stale:
+            log.warning("removed %d spool file(s) left by an earlier run", stale)
+        yield store, stale
+    finally:
+        store.close()
+
+
+@contextlib.asynccontextmanager
+async def _opened_catalog(settings: Settings) -> AsyncIterator[Catalog]:
+    catalog = make_catalog(settings)
+    await catalog.open()
+    try:
+        yield catalog
     finally:
         await catalog.close()
-        store.close()
-    await loop.run_in_executor(None, marker.end)  # only after a clean close: everything is durable now
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:

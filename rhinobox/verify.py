@@ -156,18 +156,30 @@ async def _confirm_orphans(catalog: Catalog, candidates: list[str]) -> list[str]
 
 
 async def corrupt_blobs(store: BlobStore, digests: list[str]) -> list[str]:
-    """Those of `digests` whose content no longer hashes to their name (a few hashed at a time)."""
-    return await _rehash(store, digests, VerifyReport(), None)
+    """Those of `digests` whose content no longer hashes to their name, or cannot be read at all."""
+    return await _rehash(store, digests, VerifyReport(), None, unreadable_is_corrupt=True)
 
 
-async def _rehash(store: BlobStore, digests: list[str], report: VerifyReport, progress: Progress | None) -> list[str]:
+async def _rehash(
+    store: BlobStore,
+    digests: list[str],
+    report: VerifyReport,
+    progress: Progress | None,
+    *,
+    unreadable_is_corrupt: bool = False,
+) -> list[str]:
     """Hash `digests` a few at a time; returns those whose content does not match their name."""
     corrupt: list[str] = []
     queue = iter(digests)
 
     async def worker() -> None:
         for digest in queue:
-            actual, size = await _hash_blob(store, digest)
+            try:
+                actual, size = await _hash_blob(store, digest)
+            except OSError:
+                if not unreadable_is_corrupt:
+                    raise
+                actual, size = "", 0
             report.hashed += 1
             report.hashed_bytes += size
             if actual is not None and actual != digest:
@@ -175,7 +187,14 @@ async def _rehash(store: BlobStore, digests: list[str], report: VerifyReport, pr
             if progress is not None:
                 progress(report.hashed, len(digests), report.hashed_bytes)
 
-    await asyncio.gather(*(worker() for _ in range(min(HASH_CONCURRENCY, len(digests)))))
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(HASH_CONCURRENCY, len(digests)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:  # none goes on hashing after the caller gave up (and closed the store)
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
     return sorted(corrupt)
 
 

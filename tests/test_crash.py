@@ -61,6 +61,12 @@ async def client(url: str, rng: random.Random, answered: Answered, stop: asyncio
     return requests, 0
 
 
+async def unclean_stop_seen(url: str) -> bool:
+    """Whether the server's start found the run marker of a run that never stopped (and checked first)."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/healthz") as response:
+        return bool((await response.json())["reconcile"]["unclean_stop"])
+
+
 def check_store(data_dir: Path, answered: Answered) -> None:
     rows = catalog_rows(data_dir)
     assert blob_problems(data_dir, rows) == [], "catalog rows without an intact blob"
@@ -75,11 +81,12 @@ async def test_kill_9_under_load_never_loses_answered_uploads_or_corrupts(tmp_pa
     rng = random.Random(20261123)
     answered: Answered = {}
     total_requests = cut_off = 0
-    for _ in range(ROUNDS):
+    for round_number in range(ROUNDS):
         server = RhinoBoxProcess(data_dir, RHINOBOX_FSYNC="always", RHINOBOX_WORKERS="4").start()
         try:
             assert spool_files(data_dir) == [], "spool files survived the start"
             check_store(data_dir, answered)
+            assert await unclean_stop_seen(server.url) is (round_number > 0), "the start did not see the crash"
             stop = asyncio.Event()
             clients = [
                 asyncio.create_task(client(server.url, random.Random(rng.random()), answered, stop))

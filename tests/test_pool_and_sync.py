@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+import rhinobox.blobs.local as local_module
 from rhinobox.blobs.durability import GroupSyncer
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.http.keys import PIPELINE, STORE
 from rhinobox.ingest.pins import HashPins
-from tests.helpers import form
+from tests.helpers import blake3_hex, form
 from tests.samples import make_sample
 
 Client = TestClient[web.Request, web.Application]
@@ -147,5 +149,69 @@ def test_commit_never_overwrites(tmp_path: Path) -> None:
         assert store.path_for(digest).read_bytes() == b"original"
         assert not first.exists()
         assert not second.exists()
+    finally:
+        store.close()
+
+
+def _spooled(store: LocalBlobStore, name: str, content: bytes) -> str:
+    path = store.spool_dir / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_a_losing_rename_leaves_the_winner_waiting_for_its_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commits of the same new content race; the loser must not clear the winner's "not yet synced"."""
+    store = LocalBlobStore(tmp_path, durable=True)
+    store.open()
+    content = b"the same new content twice"
+    digest = blake3_hex(content)
+    loser_in_flight, winner_done = threading.Event(), threading.Event()
+    rename = local_module.rename_noreplace
+
+    def held(src: str, dst: str) -> bool:
+        if threading.current_thread().name == "loser":
+            loser_in_flight.set()
+            winner_done.wait(5)
+        return rename(src, dst)
+
+    monkeypatch.setattr(local_module, "rename_noreplace", held)
+    results: dict[str, bool] = {}
+    loser = threading.Thread(
+        target=lambda: results.update(loser=store.commit(_spooled(store, "a", content), digest)), name="loser"
+    )
+    loser.start()
+    loser_in_flight.wait(5)
+    results["winner"] = store.commit(_spooled(store, "b", content), digest)
+    winner_done.set()
+    loser.join()
+    try:
+        assert results == {"loser": False, "winner": True}
+        assert store.sync_rounds == 0
+        assert store.needs_flush(digest), "a duplicate would be answered before the winner's rename is durable"
+    finally:
+        store.close()
+
+
+def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path, durable=True)
+    store.open()
+    content = b"renamed while a sync ran"
+    digest = blake3_hex(content)
+    rename = local_module.rename_noreplace
+
+    def after_a_whole_sync(src: str, dst: str) -> bool:
+        store._sync_now()  # the extreme case: a sync round that began and ended between mark and rename
+        return rename(src, dst)
+
+    monkeypatch.setattr(local_module, "rename_noreplace", after_a_whole_sync)
+    try:
+        assert store.commit(_spooled(store, "a", content), digest) is True
+        assert store.needs_flush(digest)
+        store._sync_now()
+        assert not store.needs_flush(digest)
     finally:
         store.close()

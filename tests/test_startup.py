@@ -11,10 +11,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from rhinobox import __version__
+import rhinobox.app as app_module
+from rhinobox import __version__, runmarker
 from rhinobox.app import create_app
 from rhinobox.runmarker import RUN_MARKER_FILENAME, RunMarker
 from rhinobox.verify import QUARANTINE_DIRNAME
@@ -98,6 +100,13 @@ async def test_healthz_shows_hashes_only_with_a_token_when_auth_is_on(
     assert authorized["reconcile"]["missing_sample"] == []
 
 
+def _leave_run_marker(data_dir: Path) -> None:
+    """What a run that never stopped cleanly leaves behind."""
+    marker = RunMarker(data_dir)
+    marker.begin()
+    marker.release()
+
+
 def _plant_blob(data_dir: Path, digest: str, content: bytes) -> Path:
     path = data_dir / "blobs" / digest[:2] / digest
     path.write_bytes(content)
@@ -114,18 +123,20 @@ async def test_after_an_unclean_stop_torn_blobs_are_moved_aside_before_serving(
 
     # What a power cut between a rename and its sync can leave: names whose bytes never reached the
     # disk (short, empty), beside an orphan that is whole. The marker says the run never stopped.
-    RunMarker(data_dir).begin()
+    _leave_run_marker(data_dir)
     short, empty, whole = (make_sample("pdf", 2)[1], make_sample("jpeg", 3)[1], b"renamed, synced, never recorded")
     short_path = _plant_blob(data_dir, blake3_hex(short), short[: len(short) // 2])
     empty_path = _plant_blob(data_dir, blake3_hex(empty), b"")
     _plant_blob(data_dir, blake3_hex(whole), whole)
+    unreadable = blake3_hex(b"cannot be read")
+    (data_dir / "blobs" / unreadable[:2] / unreadable).mkdir()  # reading it fails (EISDIR), as EIO would
 
     second = await aiohttp_client(create_app(make_settings(data_dir)))
     body = (await (await second.get("/healthz")).json())["reconcile"]  # no waiting: it ran before serving
     assert body["state"] == "done"
     assert body["unclean_stop"] is True
-    assert body["torn_blobs"] == 2
-    assert sorted(body["torn_sample"]) == sorted([blake3_hex(short), blake3_hex(empty)])
+    assert body["torn_blobs"] == 3
+    assert sorted(body["torn_sample"]) == sorted([blake3_hex(short), blake3_hex(empty), unreadable])
     assert body["orphan_blobs"] == 1
     assert body["orphan_sample"] == [blake3_hex(whole)]
     assert not short_path.exists()
@@ -161,3 +172,42 @@ async def test_a_clean_stop_removes_the_run_marker_so_the_next_start_hashes_noth
     assert body["torn_blobs"] == 0
     assert body["orphan_sample"] == [blake3_hex(tampered)]
     assert path.exists()
+
+
+async def test_an_unclean_start_syncs_what_the_dead_run_left_in_the_page_cache(
+    aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After kill -9 the dead run's renamed blobs may be dirty pages only: synced before they are trusted."""
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    await first.close()
+    _leave_run_marker(data_dir)
+    content = b"renamed by the killed run, still in the page cache"
+    _plant_blob(data_dir, blake3_hex(content), content)
+    synced: list[int] = []
+    real = runmarker.sync_filesystem
+    monkeypatch.setattr(runmarker, "sync_filesystem", lambda fd: (synced.append(fd), real(fd))[1])
+
+    second = await aiohttp_client(create_app(make_settings(data_dir)))
+    assert len(synced) == 1, "nothing synced the orphans before serving"
+    response = await second.post("/ingest", data=form([("again.bin", content)]))
+    assert [r["status"] for r in (await response.json())["results"]] == ["duplicate"]
+
+
+async def test_a_start_whose_check_fails_keeps_the_run_marker(
+    aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    await first.close()
+    _leave_run_marker(data_dir)
+
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(app_module, "reconcile", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        await aiohttp_client(create_app(make_settings(data_dir)))
+    assert (data_dir / RUN_MARKER_FILENAME).exists(), "the next start would skip the check"
+
+    monkeypatch.undo()
+    again = await aiohttp_client(create_app(make_settings(data_dir)))
+    assert (await (await again.get("/healthz")).json())["reconcile"]["unclean_stop"] is True

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Final
@@ -39,10 +40,13 @@ class LocalBlobStore:
         self._durable = durable
         self._dirfd: int | None = None
         self._syncer: GroupSyncer | None = None
-        # Digests committed since the last sync began: a duplicate of one of these must wait
-        # for a sync too, or it could answer before the blob it points at is durable.
+        # Digests renamed in since the last sync began (`_unsynced`), renamed before the running sync
+        # began (`_syncing`), or with a rename in flight (`_renaming`, a count per digest): a duplicate
+        # of one of these must wait for a sync too, or it could answer before the blob it points at is
+        # durable. Only a sync that begins after a rename returned clears its digest.
         self._unsynced: set[str] = set()
         self._syncing: set[str] = set()
+        self._renaming: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     @property
@@ -78,22 +82,26 @@ class LocalBlobStore:
         return os.access(self._path_str(digest), os.F_OK)
 
     def commit(self, spool_path: str, digest: str) -> bool:
-        # Marked before the rename: a concurrent duplicate that sees the new name must also see
-        # that it is not yet durable.
+        # In flight from before the rename: a concurrent duplicate that sees the new name must also see
+        # that it is not yet durable. Unsynced from after it: a sync already running when the rename
+        # landed may not cover it. A losing rename (the name was there) leaves the winner's marks alone.
         if self._durable:
             with self._lock:
-                already = digest in self._unsynced
-                self._unsynced.add(digest)
+                self._renaming[digest] += 1
+        created = False
         try:
             created = rename_noreplace(spool_path, self._path_str(digest))
         except BaseException:
             _unlink_quietly(spool_path)
-            created = False
             raise
         finally:
-            if self._durable and not created and not already:
+            if self._durable:
                 with self._lock:
-                    self._unsynced.discard(digest)
+                    self._renaming[digest] -= 1
+                    if not self._renaming[digest]:
+                        del self._renaming[digest]
+                    if created:
+                        self._unsynced.add(digest)
         if not created:
             _unlink_quietly(spool_path)
         return created
@@ -102,7 +110,7 @@ class LocalBlobStore:
         if not self._durable:
             return False
         with self._lock:
-            return digest in self._unsynced or digest in self._syncing
+            return digest in self._renaming or digest in self._unsynced or digest in self._syncing
 
     async def flush(self) -> None:
         if self._durable and self._syncer is not None:
