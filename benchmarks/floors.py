@@ -1,8 +1,8 @@
 """The disk and hash floors: the same bytes written the way the server writes them, or only hashed.
 
-Disk floor (per batch): create + write a temp file per file, syncfs, rename into `blobs/<2 hex>/<name>`
-of a pre-created 256-directory fan-out, syncfs (the syncs only with `sync=True`), exactly the calls
-RhinoBox makes with RHINOBOX_FSYNC=always, without HTTP, hashing, sniffing or the catalog.
+Disk floor (per batch): create + write a temp file per file, rename into `blobs/<2 hex>/<name>` of a
+pre-created 256-directory fan-out, one syncfs (only with `sync=True`), exactly the calls RhinoBox
+makes with RHINOBOX_FSYNC=always, without HTTP, hashing, sniffing or the catalog.
 Hash floor: BLAKE3 of the same bytes, one file at a time.
 
 Finished trees are moved aside (`discard`), not deleted: on an ext4 without a journal (as on these
@@ -155,11 +155,9 @@ def _store_batch(
     temps = [spool / f"{name}.spool" for name in names]
     finals = [blobs / name[:2] / name for name in names]
     _run(pool, threads, lambda i: _write_file(temps[i], batch[i], ring), len(batch))
-    if sync:
-        sync_filesystem(dirfd)
     _run(pool, threads, lambda i: os.rename(temps[i], finals[i]), len(batch))
     if sync:
-        sync_filesystem(dirfd)
+        sync_filesystem(dirfd)  # one sync for the bytes and the names, as RhinoBox since round 6
 
 
 def _run(pool: ThreadPoolExecutor | None, threads: int, step: Callable[[int], object], count: int) -> None:

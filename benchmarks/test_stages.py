@@ -134,7 +134,7 @@ def test_spool_writer_large_file_synced(
     benchmark: Any, store: LocalBlobStore, rng: random.Random, writeback: bool
 ) -> None:
     """256 MiB through SpoolWriter in the server's 4 MiB blocks, then the syncfs that fsync=always makes
-    before the rename: with and without starting each block's write-out as it is written."""
+    (after the rename, which costs nothing here): with and without starting each block's write-out."""
     block = rng.randbytes(4 * MIB)
     blocks = 64
     names = SpoolNames(store.spool_dir)
