@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,14 @@ def test_commit_never_overwrites(tmp_path: Path) -> None:
         store.close()
 
 
+@pytest.fixture
+def durable_store(tmp_path: Path) -> Iterator[LocalBlobStore]:
+    store = LocalBlobStore(tmp_path, durable=True)
+    store.open()
+    yield store
+    store.close()
+
+
 def _spooled(store: LocalBlobStore, name: str, content: bytes) -> str:
     path = store.spool_dir / name
     path.write_bytes(content)
@@ -160,13 +169,10 @@ def _spooled(store: LocalBlobStore, name: str, content: bytes) -> str:
 
 
 def test_a_losing_rename_leaves_the_winner_waiting_for_its_sync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    durable_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two commits of the same new content race; the loser must not clear the winner's "not yet synced"."""
-    store = LocalBlobStore(tmp_path, durable=True)
-    store.open()
-    content = b"the same new content twice"
-    digest = blake3_hex(content)
+    store, content = durable_store, b"the same new content twice"
     loser_in_flight, winner_done = threading.Event(), threading.Event()
     rename = local_module.rename_noreplace
 
@@ -179,28 +185,23 @@ def test_a_losing_rename_leaves_the_winner_waiting_for_its_sync(
     monkeypatch.setattr(local_module, "rename_noreplace", held)
     results: dict[str, bool] = {}
     loser = threading.Thread(
-        target=lambda: results.update(loser=store.commit(_spooled(store, "a", content), digest)), name="loser"
+        target=lambda: results.update(loser=store.commit(_spooled(store, "a", content), blake3_hex(content))),
+        name="loser",
     )
     loser.start()
     loser_in_flight.wait(5)
-    results["winner"] = store.commit(_spooled(store, "b", content), digest)
+    results["winner"] = store.commit(_spooled(store, "b", content), blake3_hex(content))
     winner_done.set()
     loser.join()
-    try:
-        assert results == {"loser": False, "winner": True}
-        assert store.sync_rounds == 0
-        assert store.needs_flush(digest), "a duplicate would be answered before the winner's rename is durable"
-    finally:
-        store.close()
+    assert results == {"loser": False, "winner": True}
+    assert store.sync_rounds == 0
+    assert store.needs_flush(blake3_hex(content)), "a duplicate would be answered before the winner's sync"
 
 
 def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    durable_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LocalBlobStore(tmp_path, durable=True)
-    store.open()
-    content = b"renamed while a sync ran"
-    digest = blake3_hex(content)
+    store, content = durable_store, b"renamed while a sync ran"
     rename = local_module.rename_noreplace
 
     def after_a_whole_sync(src: str, dst: str) -> bool:
@@ -208,10 +209,7 @@ def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
         return rename(src, dst)
 
     monkeypatch.setattr(local_module, "rename_noreplace", after_a_whole_sync)
-    try:
-        assert store.commit(_spooled(store, "a", content), digest) is True
-        assert store.needs_flush(digest)
-        store._sync_now()
-        assert not store.needs_flush(digest)
-    finally:
-        store.close()
+    assert store.commit(_spooled(store, "a", content), blake3_hex(content)) is True
+    assert store.needs_flush(blake3_hex(content))
+    store._sync_now()
+    assert not store.needs_flush(blake3_hex(content))

@@ -107,6 +107,13 @@ def _leave_run_marker(data_dir: Path) -> None:
     marker.release()
 
 
+async def _stop_uncleanly(aiohttp_client: AiohttpClient, data_dir: Path) -> None:
+    """A data dir as a run that never stopped leaves it (the store created by a first, clean run)."""
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    await first.close()
+    _leave_run_marker(data_dir)
+
+
 def _plant_blob(data_dir: Path, digest: str, content: bytes) -> Path:
     path = data_dir / "blobs" / digest[:2] / digest
     path.write_bytes(content)
@@ -178,9 +185,7 @@ async def test_an_unclean_start_syncs_what_the_dead_run_left_in_the_page_cache(
     aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After kill -9 the dead run's renamed blobs may be dirty pages only: synced before they are trusted."""
-    first = await aiohttp_client(create_app(make_settings(data_dir)))
-    await first.close()
-    _leave_run_marker(data_dir)
+    await _stop_uncleanly(aiohttp_client, data_dir)
     content = b"renamed by the killed run, still in the page cache"
     _plant_blob(data_dir, blake3_hex(content), content)
     synced: list[int] = []
@@ -196,9 +201,7 @@ async def test_an_unclean_start_syncs_what_the_dead_run_left_in_the_page_cache(
 async def test_a_start_whose_check_fails_keeps_the_run_marker(
     aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = await aiohttp_client(create_app(make_settings(data_dir)))
-    await first.close()
-    _leave_run_marker(data_dir)
+    await _stop_uncleanly(aiohttp_client, data_dir)
 
     async def failing(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
