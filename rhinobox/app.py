@@ -51,32 +51,39 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _open_storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with (
-        _run_marked(settings.data_dir) as unclean,
+        _run_marked(settings.data_dir) as marker,
         _opened_store(settings) as (store, stale),
         _opened_catalog(settings) as catalog,
     ):
-        report = ReconcileReport(stale_spool_files=stale, unclean_stop=unclean)
+        store.on_durable(marker.advance)
+        report = ReconcileReport(stale_spool_files=stale, unclean_stop=marker.check_since is not None)
         app[STORE] = store
         app[CATALOG] = catalog
         app[RECONCILE] = report
-        if unclean and store.names_may_outlive_bytes:
-            log.warning("the last run did not stop cleanly: hashing blobs without a catalog entry before serving")
-            await reconcile(store, catalog, report, quarantine_dir=settings.data_dir / QUARANTINE_DIRNAME)
+        if marker.check_since is not None and store.names_may_outlive_bytes:
+            log.warning("the last run did not stop cleanly: hashing blobs it may not have synced before serving")
+            await reconcile(
+                store,
+                catalog,
+                report,
+                quarantine_dir=settings.data_dir / QUARANTINE_DIRNAME,
+                changed_since=marker.check_since,
+            )
         yield
 
 
 @contextlib.asynccontextmanager
-async def _run_marked(data_dir: Path) -> AsyncIterator[bool]:
-    """The run marker around everything else: True if the last run did not stop cleanly.
+async def _run_marked(data_dir: Path) -> AsyncIterator[RunMarker]:
+    """The run marker around everything else (`check_since` is set if the last run did not stop cleanly).
 
     Removed only when everything inside (the start-up check, the closes) ended without an error;
     otherwise the next start checks again.
     """
     marker = RunMarker(data_dir)
     loop = asyncio.get_running_loop()
-    unclean = await loop.run_in_executor(None, marker.begin)
+    await loop.run_in_executor(None, marker.begin)
     try:
-        yield unclean
+        yield marker
     except BaseException:
         await loop.run_in_executor(None, marker.release)
         raise

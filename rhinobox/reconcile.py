@@ -3,10 +3,12 @@
 Neither is repaired automatically (an orphan blob may be re-claimed by the next upload of the same
 bytes; a missing blob needs an operator): both are counted, logged, and shown in `/healthz`.
 
-After an unclean stop (`rhinobox.runmarker`) it runs before serving and also hashes every orphan: a
-blob renamed in just before a power cut may have a durable name without its bytes, and the next
-upload of that content must not be answered `duplicate` against it. Orphans whose bytes do not match
-their name are moved to the quarantine directory (`torn_blobs`).
+After an unclean stop (`rhinobox.runmarker`) it runs before serving and also hashes, from the disk,
+every orphan and every blob named since the crashed run's last completed sync: a blob renamed in
+just before a power cut may have a durable name without its bytes (catalogued too, if its content
+was stored again after its blob went missing), and no upload may be answered `duplicate` against
+it. Those whose bytes do not match their name are moved to the quarantine directory (`torn_blobs`);
+a catalogued one then counts as missing, and the next upload of its content stores it again.
 """
 
 from __future__ import annotations
@@ -47,15 +49,23 @@ class ReconcileReport:
 
 
 async def reconcile(
-    store: BlobStore, catalog: Catalog, report: ReconcileReport, *, quarantine_dir: Path | None = None
+    store: BlobStore,
+    catalog: Catalog,
+    report: ReconcileReport,
+    *,
+    quarantine_dir: Path | None = None,
+    changed_since: float | None = None,
 ) -> ReconcileReport:
     """Compare the blob store with the catalog, filling `report` as it goes (usually in the background).
 
-    With `quarantine_dir`, orphans are also hashed and the torn ones moved there.
+    With `quarantine_dir`, orphans and blobs named since `changed_since` are hashed and the torn ones
+    moved there first.
     """
     report.state = "running"
     try:
         loop = asyncio.get_running_loop()
+        if quarantine_dir is not None:
+            await _quarantine_torn(store, catalog, quarantine_dir, changed_since, report)
         stored: list[str] = await loop.run_in_executor(None, lambda: list(store.iter_digests()))
         orphans: list[str] = []
         for start in range(0, len(stored), BATCH):
@@ -70,8 +80,6 @@ async def reconcile(
         # Uploads keep running meanwhile: look again at each candidate before reporting it.
         known_now = await catalog.known_digests(orphans)
         orphans = [d for d in orphans if d not in known_now]
-        if quarantine_dir is not None:
-            orphans = await _quarantine_torn(store, orphans, quarantine_dir, report)
         for digest in orphans:
             report.orphan_blobs += 1
             _sample(report.orphan_sample, digest)
@@ -100,17 +108,26 @@ async def reconcile(
 
 
 async def _quarantine_torn(
-    store: BlobStore, orphans: list[str], quarantine_dir: Path, report: ReconcileReport
-) -> list[str]:
-    """Move the orphans whose bytes do not hash to their name aside; returns the intact ones."""
-    torn = set(await corrupt_blobs(store, orphans))
-    for digest in sorted(torn):
+    store: BlobStore, catalog: Catalog, quarantine_dir: Path, changed_since: float | None, report: ReconcileReport
+) -> None:
+    """Hash orphans and recently named blobs from the disk; move those not matching their name aside."""
+    loop = asyncio.get_running_loop()
+    stored: list[str] = await loop.run_in_executor(None, lambda: list(store.iter_digests()))
+    suspects: set[str] = set()
+    for start in range(0, len(stored), BATCH):
+        batch = stored[start : start + BATCH]
+        known = await catalog.known_digests(batch)
+        suspects.update(d for d in batch if d not in known)
+    del stored
+    if changed_since is not None:
+        suspects.update(await loop.run_in_executor(None, lambda: list(store.iter_changed_since(changed_since))))
+    torn = await corrupt_blobs(store, sorted(suspects))
+    for digest in torn:
         if await move_aside(store, digest, quarantine_dir):
             report.torn_blobs += 1
             _sample(report.torn_sample, digest)
     if torn:
         await store.flush()
-    return [d for d in orphans if d not in torn]
 
 
 def _sample(sample: list[str], digest: str) -> None:

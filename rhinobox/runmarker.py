@@ -2,10 +2,12 @@
 
 Why it matters: with `RHINOBOX_FSYNC=always` a blob is renamed into place before the one grouped sync
 that makes both its bytes and its name durable (one sync per group of requests, not two). A power
-cut between the rename and that sync can leave a name whose bytes never reached the disk. No catalog
-row points at such a blob (rows commit after the sync), so after an unclean stop the start-up hashes
-every blob without a row before serving (`rhinobox.reconcile`). After a clean stop it need not: the
-stop synced everything before removing the marker.
+cut between the rename and that sync can leave a name whose bytes never reached the disk. So after
+an unclean stop the start-up hashes, before serving, every blob without a catalog row and every blob
+named since the marker's modification time (`rhinobox.reconcile`): after each sync the marker's
+mtime is moved up to the time that sync began (at most once a second), so it says "every blob named
+before this is durable". After a clean stop nothing needs hashing: the stop synced everything
+before removing the marker.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from rhinobox.blobs.fsops import sync_filesystem
 __all__ = ["RUN_MARKER_FILENAME", "RunMarker"]
 
 RUN_MARKER_FILENAME: Final = "rhinobox.running"
+ADVANCE_SECONDS: Final = 1.0
+CLOCK_SLACK_SECONDS: Final = 2.0
 
 
 class RunMarker:
@@ -31,6 +35,8 @@ class RunMarker:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / RUN_MARKER_FILENAME
         self._dirfd: int | None = None
+        self.durable_before: float | None = None  # from the marker found at start: the crashed run's last word
+        self._advanced = 0.0
 
     def begin(self) -> bool:
         """Create the marker durably; True if it was already there (the last run did not stop cleanly).
@@ -42,9 +48,13 @@ class RunMarker:
         try:
             existed = os.access(RUN_MARKER_FILENAME, os.F_OK, dir_fd=dirfd)
             if existed:
+                self.durable_before = os.stat(RUN_MARKER_FILENAME, dir_fd=dirfd).st_mtime
                 sync_filesystem(dirfd)
+            else:
+                self.durable_before = None
             fd = os.open(RUN_MARKER_FILENAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=dirfd)
             try:
+                os.utime(fd)  # now: nothing of this run is named yet
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -54,6 +64,25 @@ class RunMarker:
             raise
         self._dirfd = dirfd
         return existed
+
+    @property
+    def check_since(self) -> float | None:
+        """After an unclean stop, the wall time from which blobs must be hashed (None after a clean one).
+
+        A little before the crashed run's last word: the kernel stamps a rename with a coarse clock.
+        """
+        return None if self.durable_before is None else self.durable_before - CLOCK_SLACK_SECONDS
+
+    def advance(self, synced_before: float) -> None:
+        """Record that every blob named before `synced_before` is durable (made durable by the next sync).
+
+        Called on the sync thread after each successful sync; writes at most once a second.
+        """
+        if self._dirfd is None or synced_before - self._advanced < ADVANCE_SECONDS:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(RUN_MARKER_FILENAME, (synced_before, synced_before), dir_fd=self._dirfd)
+            self._advanced = synced_before
 
     def end(self) -> None:
         """Sync the filesystem (every blob's bytes and name), then remove the marker durably."""

@@ -47,7 +47,11 @@ async def run_server(settings: Settings) -> None:
         shutdown_timeout=settings.shutdown_timeout,
         handle_signals=False,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()  # the parts that did start close in order, not at interpreter exit
+        raise
     # Everything allocated so far lives as long as the process: keep it out of the collector's scans,
     # so full collections (pauses on the event loop) stay short.
     gc.freeze()

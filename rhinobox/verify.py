@@ -15,12 +15,14 @@ share of entries missing) unless forced, and every dropped row is first written 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 QUARANTINE_DIRNAME: Final = "quarantine"
+_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR})
 HASH_CONCURRENCY: Final = 4  # blobs hashed at once: keeps an NVMe queue busy without starving a server
 READ_CHUNK: Final = 1024 * 1024
 LOOKUP_BATCH: Final = 1000
@@ -156,8 +159,11 @@ async def _confirm_orphans(catalog: Catalog, candidates: list[str]) -> list[str]
 
 
 async def corrupt_blobs(store: BlobStore, digests: list[str]) -> list[str]:
-    """Those of `digests` whose content no longer hashes to their name, or cannot be read at all."""
-    return await _rehash(store, digests, VerifyReport(), None, unreadable_is_corrupt=True)
+    """Those of `digests` whose bytes on the disk (not in the page cache) do not hash to their name.
+
+    A blob that cannot be read (an I/O error, not a lack of memory or descriptors) counts as corrupt.
+    """
+    return await _rehash(store, digests, VerifyReport(), None, startup_check=True)
 
 
 async def _rehash(
@@ -166,7 +172,7 @@ async def _rehash(
     report: VerifyReport,
     progress: Progress | None,
     *,
-    unreadable_is_corrupt: bool = False,
+    startup_check: bool = False,
 ) -> list[str]:
     """Hash `digests` a few at a time; returns those whose content does not match their name."""
     corrupt: list[str] = []
@@ -175,9 +181,9 @@ async def _rehash(
     async def worker() -> None:
         for digest in queue:
             try:
-                actual, size = await _hash_blob(store, digest)
-            except OSError:
-                if not unreadable_is_corrupt:
+                actual, size = await _hash_blob(store, digest, from_disk=startup_check)
+            except OSError as exc:
+                if not startup_check or exc.errno in _RESOURCE_ERRNOS:
                     raise
                 actual, size = "", 0
             report.hashed += 1
@@ -198,13 +204,13 @@ async def _rehash(
     return sorted(corrupt)
 
 
-async def _hash_blob(store: BlobStore, digest: str) -> tuple[str | None, int]:
+async def _hash_blob(store: BlobStore, digest: str, *, from_disk: bool = False) -> tuple[str | None, int]:
     """(BLAKE3 hex, size) of a stored blob; None if it vanished since the listing (a concurrent delete)."""
     loop = asyncio.get_running_loop()
     path = store.local_path(digest)
     if path is not None:
         try:
-            return await loop.run_in_executor(None, hash_file, path)
+            return await loop.run_in_executor(None, partial(hash_file, path, from_disk=from_disk))
         except FileNotFoundError:
             return None, 0
     size = store.size(digest)
@@ -216,11 +222,17 @@ async def _hash_blob(store: BlobStore, digest: str) -> tuple[str | None, int]:
     return hasher.hexdigest(), size
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """BLAKE3 of a file, read in large chunks (BLAKE3 releases the GIL for them)."""
+def hash_file(path: Path, *, from_disk: bool = False) -> tuple[str, int]:
+    """BLAKE3 of a file, read in large chunks (BLAKE3 releases the GIL for them).
+
+    With `from_disk`, its clean cached pages are dropped first, so the bytes come from the disk: a
+    page cache that outlived a crashed process (or a failed write-back) may hold bytes the disk lacks.
+    """
     hasher = blake3.blake3()
     size = 0
     with open(path, "rb", buffering=0) as handle:
+        if from_disk:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         while chunk := handle.read(READ_CHUNK):
             hasher.update(chunk)
             size += len(chunk)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import threading
 import time
 from collections.abc import Iterator
@@ -213,3 +214,26 @@ def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
     assert store.needs_flush(blake3_hex(content))
     store._sync_now()
     assert not store.needs_flush(blake3_hex(content))
+
+
+async def test_after_a_failed_sync_no_flush_is_trusted_again(
+    durable_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write-back is reported once; a retried sync would say "done" for bytes that never landed."""
+    failures = [OSError(errno.EIO, "Input/output error")]
+    sync = local_module.sync_filesystem
+
+    def failing_once(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+        sync(fd)
+
+    monkeypatch.setattr(local_module, "sync_filesystem", failing_once)
+    content = b"written back with an error"
+    assert durable_store.commit(_spooled(durable_store, "a", content), blake3_hex(content)) is True
+    with pytest.raises(OSError, match="Input/output"):
+        await durable_store.flush()
+    assert failures == []
+    with pytest.raises(OSError, match="an earlier sync failed"):
+        await durable_store.flush()
+    assert durable_store.needs_flush(blake3_hex(content))

@@ -8,6 +8,8 @@ With auth on, the open /healthz gives only the counts; the hashes need a token.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from aiohttp.test_utils import TestClient
 import rhinobox.app as app_module
 from rhinobox import __version__, runmarker
 from rhinobox.app import create_app
-from rhinobox.runmarker import RUN_MARKER_FILENAME, RunMarker
+from rhinobox.runmarker import ADVANCE_SECONDS, RUN_MARKER_FILENAME, RunMarker
 from rhinobox.verify import QUARANTINE_DIRNAME
 from tests.conftest import AiohttpClient, make_settings
 from tests.helpers import blake3_hex, blob_files, form, spool_files
@@ -214,3 +216,49 @@ async def test_a_start_whose_check_fails_keeps_the_run_marker(
     monkeypatch.undo()
     again = await aiohttp_client(create_app(make_settings(data_dir)))
     assert (await (await again.get("/healthz")).json())["reconcile"]["unclean_stop"] is True
+
+
+async def test_an_unclean_start_hashes_blobs_named_late_in_the_crashed_run_even_with_a_catalog_entry(
+    aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Content catalogued before, its blob lost, stored again, power cut before the sync: torn with a row."""
+    monkeypatch.setattr(runmarker, "CLOCK_SLACK_SECONDS", 0.2)
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    restored, old = make_sample("pdf", 7), make_sample("png", 8)
+    assert (await first.post("/ingest", data=form([restored, old]))).status == 200
+    await first.close()
+    _leave_run_marker(data_dir)
+    # Named (or changed) before the crashed run's last completed sync, which the marker's mtime
+    # records: not hashed, so a damaged one stays (finding it is `rhinobox verify`'s job).
+    old_path = blob_files(data_dir)[blake3_hex(old[1])]
+    old_path.write_bytes(b"damaged long ago")
+    await asyncio.sleep(0.5)
+    marker = data_dir / RUN_MARKER_FILENAME
+    os.utime(marker)
+    restored_path = _plant_blob(
+        data_dir, blake3_hex(restored[1]), restored[1][: len(restored[1]) // 2]
+    )  # after that sync
+    assert old_path.stat().st_ctime < marker.stat().st_mtime - 0.2 <= restored_path.stat().st_ctime
+
+    second = await aiohttp_client(create_app(make_settings(data_dir)))
+    body = (await (await second.get("/healthz")).json())["reconcile"]
+    assert body["torn_sample"] == [blake3_hex(restored[1])]
+    assert old_path.read_bytes() == b"damaged long ago"
+    body = (await reconciled(second))["reconcile"]
+    assert body["missing_sample"] == [blake3_hex(restored[1])]  # the entry is there, its blob set aside
+    response = await second.post("/ingest", data=form([restored]))
+    assert (await response.json())["results"][0]["status"] == "stored"
+    assert await (await second.get(f"/files/{blake3_hex(restored[1])}")).read() == restored[1]
+
+
+async def test_the_run_marker_moves_up_to_the_last_completed_sync(
+    aiohttp_client: AiohttpClient, data_dir: Path
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(data_dir)))
+    marker = data_dir / RUN_MARKER_FILENAME
+    started = marker.stat().st_mtime
+    await asyncio.sleep(ADVANCE_SECONDS + 0.1)
+    before_upload = time.time()
+    assert (await client.post("/ingest", data=form([make_sample("png", 1)]))).status == 200
+    assert marker.stat().st_mtime > started
+    assert marker.stat().st_mtime >= before_upload - 0.01  # the sync began after the upload's rename

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -21,6 +23,7 @@ from rhinobox.errors import BlobNotFound
 
 __all__ = ["FANOUT_HEX_CHARS", "LocalBlobStore"]
 
+log = logging.getLogger(__name__)
 FANOUT_HEX_CHARS: Final = 2
 BLOBS_DIRNAME: Final = "blobs"
 SPOOL_DIRNAME: Final = "tmp"
@@ -48,6 +51,8 @@ class LocalBlobStore:
         self._syncing: set[str] = set()
         self._renaming: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._sync_failure: OSError | None = None
+        self._on_durable: Callable[[float], None] | None = None
 
     @property
     def spool_dir(self) -> Path:
@@ -89,8 +94,10 @@ class LocalBlobStore:
             with self._lock:
                 self._renaming[digest] += 1
         created = False
+        named = True  # unless the rename said otherwise: a failed link-then-unlink may have named it
         try:
             created = rename_noreplace(spool_path, self._path_str(digest))
+            named = created
         except BaseException:
             _unlink_quietly(spool_path)
             raise
@@ -100,7 +107,7 @@ class LocalBlobStore:
                     self._renaming[digest] -= 1
                     if not self._renaming[digest]:
                         del self._renaming[digest]
-                    if created:
+                    if named:
                         self._unsynced.add(digest)
         if not created:
             _unlink_quietly(spool_path)
@@ -114,21 +121,33 @@ class LocalBlobStore:
 
     async def flush(self) -> None:
         if self._durable and self._syncer is not None:
+            if self._sync_failure is not None:
+                raise self._sync_failure
             await self._syncer.barrier()
 
+    def on_durable(self, callback: Callable[[float], None]) -> None:
+        self._on_durable = callback
+
     def _sync_now(self) -> None:
+        if self._sync_failure is not None:
+            raise self._sync_failure
         with self._lock:
             self._syncing, self._unsynced = self._unsynced, set()
         assert self._dirfd is not None
+        began = time.time()  # every rename the kernel finished before this is covered by this sync
         try:
             sync_filesystem(self._dirfd)
-        except BaseException:
-            with self._lock:  # not durable after all: later duplicates must still wait for a sync
-                self._unsynced |= self._syncing
-                self._syncing = set()
+        except OSError as exc:
+            # Once a sync has reported a write-back error, the kernel marks those pages clean and a
+            # second sync says nothing: retrying would trust bytes that never reached the disk. Every
+            # later flush fails instead, until a restart checks the store (rhinobox/runmarker.py).
+            self._sync_failure = OSError(exc.errno, f"an earlier sync failed ({exc.strerror}); restart the server")
+            log.error("filesystem sync failed: %s; refusing durable answers until restarted", exc)
             raise
         with self._lock:
             self._syncing = set()
+        if self._on_durable is not None:
+            self._on_durable(began)
 
     @property
     def sync_rounds(self) -> int:
@@ -170,12 +189,22 @@ class LocalBlobStore:
             handle.close()
 
     def iter_digests(self) -> Iterator[str]:
+        for entry in self._blob_entries():
+            yield entry.name
+
+    def iter_changed_since(self, when: float) -> Iterator[str]:
+        for entry in self._blob_entries():
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat(follow_symlinks=False).st_ctime >= when:  # a rename sets ctime
+                    yield entry.name
+
+    def _blob_entries(self) -> Iterator[os.DirEntry[str]]:
         for fanout in os.scandir(self.root):
             if not fanout.is_dir():
                 continue
             for entry in os.scandir(fanout.path):
                 if is_digest(entry.name) and entry.name.startswith(fanout.name):
-                    yield entry.name
+                    yield entry
 
     def remove_stale_spool(self) -> int:
         removed = 0

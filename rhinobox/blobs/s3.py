@@ -12,7 +12,7 @@ import errno
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -193,6 +193,12 @@ class S3BlobStore:
 
     async def flush(self) -> None:
         return None
+
+    def on_durable(self, callback: Callable[[float], None]) -> None:
+        return None  # every acknowledged PUT is already durable: nothing to report
+
+    def iter_changed_since(self, when: float) -> Iterator[str]:
+        return iter(())  # a key appears with its whole object or not at all: nothing to check
 
     def delete(self, digest: str) -> bool:
         if not self.contains(digest):

@@ -6,7 +6,7 @@ concurrent callers can share one durability barrier.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +56,10 @@ class BlobStore(Protocol):
         """Return once every spool write and commit finished before the call is durable (bytes and names)."""
         ...
 
+    def on_durable(self, callback: Callable[[float], None]) -> None:
+        """Call `callback(t)` after each sync: every commit the kernel finished before wall time t is durable."""
+        ...
+
     def delete(self, digest: str) -> bool:
         """Remove a blob; True if it existed."""
         ...
@@ -74,6 +78,10 @@ class BlobStore(Protocol):
 
     def iter_digests(self) -> Iterator[str]:
         """Every stored digest, in no particular order (for reconciliation and verify)."""
+        ...
+
+    def iter_changed_since(self, when: float) -> Iterator[str]:
+        """Digests whose blob was named at or after wall time `when` (the start-up check after a crash)."""
         ...
 
     def remove_stale_spool(self) -> int:
