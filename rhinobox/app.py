@@ -103,6 +103,8 @@ async def _opened_store(settings: Settings) -> AsyncIterator[tuple[BlobStore, in
         yield store, stale
     finally:
         store.close()
+    if store.sync_failure is not None:
+        raise store.sync_failure  # not a clean stop: the run marker stays, the next start checks the store
 
 
 @contextlib.asynccontextmanager

@@ -64,8 +64,6 @@ async def reconcile(
     report.state = "running"
     try:
         loop = asyncio.get_running_loop()
-        if quarantine_dir is not None:
-            await _quarantine_torn(store, catalog, quarantine_dir, changed_since, report)
         stored: list[str] = await loop.run_in_executor(None, lambda: list(store.iter_digests()))
         orphans: list[str] = []
         for start in range(0, len(stored), BATCH):
@@ -74,6 +72,10 @@ async def reconcile(
             orphans.extend(d for d in batch if d not in known)
         on_disk = set(stored)
         del stored
+        if quarantine_dir is not None:
+            torn = await _quarantine_torn(store, orphans, quarantine_dir, changed_since, report)
+            on_disk -= torn
+            orphans = [d for d in orphans if d not in torn]
         missing: list[str] = []
         async for page in catalog.iter_digests(BATCH):
             missing.extend(d for d in page if d not in on_disk)
@@ -108,26 +110,21 @@ async def reconcile(
 
 
 async def _quarantine_torn(
-    store: BlobStore, catalog: Catalog, quarantine_dir: Path, changed_since: float | None, report: ReconcileReport
-) -> None:
+    store: BlobStore, orphans: list[str], quarantine_dir: Path, changed_since: float | None, report: ReconcileReport
+) -> set[str]:
     """Hash orphans and recently named blobs from the disk; move those not matching their name aside."""
-    loop = asyncio.get_running_loop()
-    stored: list[str] = await loop.run_in_executor(None, lambda: list(store.iter_digests()))
-    suspects: set[str] = set()
-    for start in range(0, len(stored), BATCH):
-        batch = stored[start : start + BATCH]
-        known = await catalog.known_digests(batch)
-        suspects.update(d for d in batch if d not in known)
-    del stored
+    suspects = set(orphans)
     if changed_since is not None:
+        loop = asyncio.get_running_loop()
         suspects.update(await loop.run_in_executor(None, lambda: list(store.iter_changed_since(changed_since))))
-    torn = await corrupt_blobs(store, sorted(suspects))
-    for digest in torn:
+    torn = set(await corrupt_blobs(store, sorted(suspects)))
+    for digest in sorted(torn):
         if await move_aside(store, digest, quarantine_dir):
             report.torn_blobs += 1
             _sample(report.torn_sample, digest)
     if torn:
         await store.flush()
+    return torn
 
 
 def _sample(sample: list[str], digest: str) -> None:

@@ -14,10 +14,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 import rhinobox.blobs.local as local_module
+from rhinobox.app import create_app
 from rhinobox.blobs.durability import GroupSyncer
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.http.keys import PIPELINE, STORE
 from rhinobox.ingest.pins import HashPins
+from rhinobox.runmarker import RUN_MARKER_FILENAME
+from tests.conftest import AiohttpClient, make_settings
 from tests.helpers import blake3_hex, form
 from tests.samples import make_sample
 
@@ -237,3 +240,30 @@ async def test_after_a_failed_sync_no_flush_is_trusted_again(
     with pytest.raises(OSError, match="an earlier sync failed"):
         await durable_store.flush()
     assert durable_store.needs_flush(blake3_hex(content))
+
+
+async def test_a_server_whose_sync_failed_refuses_durable_answers_and_says_so(
+    aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(data_dir)))
+    failures = [OSError(errno.EIO, "Input/output error")]
+    sync = local_module.sync_filesystem
+
+    def failing_once(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+        sync(fd)
+
+    monkeypatch.setattr(local_module, "sync_filesystem", failing_once)
+    for seed in (1, 2):  # the second sync would succeed: it is not trusted
+        response = await client.post("/ingest", data=form([make_sample("png", seed)]))
+        assert response.status >= 500
+        body = await response.json()
+        assert body["error"]["code"] == "storage_error", body
+    assert failures == []
+    health = await client.get("/healthz")
+    assert health.status == 503
+    assert "blob_sync" in (await health.json())["problems"]
+    with pytest.raises(OSError, match="an earlier sync failed"):
+        await client.close()  # not a clean stop
+    assert (data_dir / RUN_MARKER_FILENAME).exists(), "the next start must check the store"

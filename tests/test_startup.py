@@ -117,8 +117,11 @@ async def _stop_uncleanly(aiohttp_client: AiohttpClient, data_dir: Path) -> None
 
 
 def _plant_blob(data_dir: Path, digest: str, content: bytes) -> Path:
+    """Name a blob as the server does: written elsewhere, then renamed in (replacing any lost copy)."""
     path = data_dir / "blobs" / digest[:2] / digest
-    path.write_bytes(content)
+    spool = data_dir / "tmp" / f"{digest}.planted"
+    spool.write_bytes(content)
+    os.replace(spool, path)
     return path
 
 

@@ -51,7 +51,7 @@ class LocalBlobStore:
         self._syncing: set[str] = set()
         self._renaming: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._sync_failure: OSError | None = None
+        self.sync_failure: OSError | None = None
         self._on_durable: Callable[[float], None] | None = None
 
     @property
@@ -121,16 +121,16 @@ class LocalBlobStore:
 
     async def flush(self) -> None:
         if self._durable and self._syncer is not None:
-            if self._sync_failure is not None:
-                raise self._sync_failure
+            if self.sync_failure is not None:
+                raise self.sync_failure
             await self._syncer.barrier()
 
     def on_durable(self, callback: Callable[[float], None]) -> None:
         self._on_durable = callback
 
     def _sync_now(self) -> None:
-        if self._sync_failure is not None:
-            raise self._sync_failure
+        if self.sync_failure is not None:
+            raise self.sync_failure
         with self._lock:
             self._syncing, self._unsynced = self._unsynced, set()
         assert self._dirfd is not None
@@ -141,7 +141,7 @@ class LocalBlobStore:
             # Once a sync has reported a write-back error, the kernel marks those pages clean and a
             # second sync says nothing: retrying would trust bytes that never reached the disk. Every
             # later flush fails instead, until a restart checks the store (rhinobox/runmarker.py).
-            self._sync_failure = OSError(exc.errno, f"an earlier sync failed ({exc.strerror}); restart the server")
+            self.sync_failure = OSError(exc.errno, f"an earlier sync failed ({exc.strerror}); restart the server")
             log.error("filesystem sync failed: %s; refusing durable answers until restarted", exc)
             raise
         with self._lock:
@@ -189,22 +189,28 @@ class LocalBlobStore:
             handle.close()
 
     def iter_digests(self) -> Iterator[str]:
-        for entry in self._blob_entries():
-            yield entry.name
-
-    def iter_changed_since(self, when: float) -> Iterator[str]:
-        for entry in self._blob_entries():
-            with contextlib.suppress(FileNotFoundError):
-                if entry.stat(follow_symlinks=False).st_ctime >= when:  # a rename sets ctime
-                    yield entry.name
-
-    def _blob_entries(self) -> Iterator[os.DirEntry[str]]:
         for fanout in os.scandir(self.root):
             if not fanout.is_dir():
                 continue
             for entry in os.scandir(fanout.path):
                 if is_digest(entry.name) and entry.name.startswith(fanout.name):
-                    yield entry
+                    yield entry.name
+
+    def iter_changed_since(self, when: float) -> Iterator[str]:
+        # Naming a blob (a rename) sets its inode's ctime and its directory's mtime: a fan-out
+        # directory unchanged since `when` holds nothing newer, and its inodes need not be read.
+        for fanout in os.scandir(self.root):
+            if not fanout.is_dir() or fanout.stat().st_mtime < when:
+                continue
+            dirfd = os.open(fanout.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for name in os.listdir(dirfd):
+                    if is_digest(name) and name.startswith(fanout.name):
+                        with contextlib.suppress(FileNotFoundError):
+                            if os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_ctime >= when:
+                                yield name
+            finally:
+                os.close(dirfd)
 
     def remove_stale_spool(self) -> int:
         removed = 0

@@ -86,6 +86,7 @@ class S3BlobStore:
 
     inline_io = False  # every call is a network round trip: never on the event loop
     names_may_outlive_bytes = False  # a key appears with its whole object or not at all
+    sync_failure: OSError | None = None  # nothing to sync
 
     def __init__(
         self,

@@ -23,6 +23,8 @@ class BlobStore(Protocol):
     # before the one grouped sync that covers both. Start-up after an unclean stop then hashes every
     # blob the catalog does not know (`rhinobox.reconcile`). False where a commit is atomic (a PUT).
     names_may_outlive_bytes: bool
+    # Set once a sync reported an error: every later flush fails until a restart (`/healthz` says so).
+    sync_failure: OSError | None
 
     def open(self) -> None:
         """Prepare the store for use (blocking; called once at start)."""

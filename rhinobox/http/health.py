@@ -1,4 +1,4 @@
-"""`GET /healthz`: 200 with the version when the catalog answers and the data directory is writable.
+"""`GET /healthz`: 200 with the version when the catalog answers, the data directory is writable and no sync failed.
 
 It needs no token (load balancers probe it), so with auth on it says only how many blobs
 reconciliation found orphaned, missing or torn; the hashes themselves (`orphan_sample`,
@@ -29,6 +29,8 @@ async def healthz(request: web.Request) -> web.Response:
         problems.append("catalog")
     if not os.access(request.app[STORE].spool_dir, os.W_OK):
         problems.append("data_dir")
+    if request.app[STORE].sync_failure is not None:
+        problems.append("blob_sync")  # durable answers are refused until a restart checks the store
     reconcile = request.app[RECONCILE].as_json()
     if not _may_see_hashes(request):
         for name in SAMPLE_FIELDS:
