@@ -69,6 +69,7 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
                 quarantine_dir=settings.data_dir / QUARANTINE_DIRNAME,
                 changed_since=marker.check_since,
             )
+            await asyncio.get_running_loop().run_in_executor(None, marker.checked)
         yield
 
 

@@ -35,11 +35,11 @@ class ReconcileReport:
     """What the last reconciliation found; `state` is `pending`, `running`, `done` or `failed`."""
 
     state: str = "pending"
-    unclean_stop: bool = False  # the last run did not stop cleanly: orphans were hashed before serving
+    unclean_stop: bool = False  # the last run did not stop cleanly: suspect blobs were hashed before serving
     stale_spool_files: int = 0
     orphan_blobs: int = 0
     missing_blobs: int = 0
-    torn_blobs: int = 0  # orphans whose bytes did not match their name, moved to quarantine
+    torn_blobs: int = 0  # blobs whose bytes did not match their name (or were unreadable), moved to quarantine
     orphan_sample: list[str] = field(default_factory=list)
     missing_sample: list[str] = field(default_factory=list)
     torn_sample: list[str] = field(default_factory=list)

@@ -13,7 +13,9 @@ before removing the marker.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Final
 
@@ -21,6 +23,7 @@ from rhinobox.blobs.fsops import sync_filesystem
 
 __all__ = ["RUN_MARKER_FILENAME", "RunMarker"]
 
+log = logging.getLogger(__name__)
 RUN_MARKER_FILENAME: Final = "rhinobox.running"
 ADVANCE_SECONDS: Final = 1.0
 CLOCK_SLACK_SECONDS: Final = 2.0
@@ -36,6 +39,7 @@ class RunMarker:
         self.path = data_dir / RUN_MARKER_FILENAME
         self._dirfd: int | None = None
         self.durable_before: float | None = None  # from the marker found at start: the crashed run's last word
+        self._synced_at = 0.0
         self._advanced = 0.0
 
     def begin(self) -> bool:
@@ -48,14 +52,16 @@ class RunMarker:
         try:
             existed = os.access(RUN_MARKER_FILENAME, os.F_OK, dir_fd=dirfd)
             if existed:
+                # Its time stays until this start's check is done (`checked`): a start that fails
+                # before then must leave the crashed run's bound for the next one.
                 self.durable_before = os.stat(RUN_MARKER_FILENAME, dir_fd=dirfd).st_mtime
+                self._synced_at = time.time()
                 sync_filesystem(dirfd)
             else:
                 self.durable_before = None
             fd = os.open(RUN_MARKER_FILENAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644, dir_fd=dirfd)
             try:
-                os.utime(fd)  # now: nothing of this run is named yet
-                os.fsync(fd)
+                os.fsync(fd)  # a new marker's time is now: nothing of this run is named yet
             finally:
                 os.close(fd)
             os.fsync(dirfd)  # the name itself, before any blob of this run is renamed in
@@ -73,16 +79,28 @@ class RunMarker:
         """
         return None if self.durable_before is None else self.durable_before - CLOCK_SLACK_SECONDS
 
+    def checked(self) -> None:
+        """The start-up check is done: everything named before this start's first sync is durable and intact."""
+        if self.durable_before is not None:
+            self._set_time(self._synced_at)
+
     def advance(self, synced_before: float) -> None:
         """Record that every blob named before `synced_before` is durable (made durable by the next sync).
 
         Called on the sync thread after each successful sync; writes at most once a second.
         """
-        if self._dirfd is None or synced_before - self._advanced < ADVANCE_SECONDS:
+        if synced_before - self._advanced >= ADVANCE_SECONDS:
+            self._set_time(synced_before)
+
+    def _set_time(self, when: float) -> None:
+        if self._dirfd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(RUN_MARKER_FILENAME, (synced_before, synced_before), dir_fd=self._dirfd)
-            self._advanced = synced_before
+        try:
+            os.utime(RUN_MARKER_FILENAME, (when, when), dir_fd=self._dirfd)
+        except OSError as exc:  # an older time only widens the next check: never worth failing a sync
+            log.warning("could not update the run marker's time: %s", exc)
+            return
+        self._advanced = when
 
     def end(self) -> None:
         """Sync the filesystem (every blob's bytes and name), then remove the marker durably."""

@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 QUARANTINE_DIRNAME: Final = "quarantine"
-_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR})
+# What the start-up check counts as a blob that cannot be read (anything else, such as running out of
+# descriptors or a permissions mistake, stops the check instead of quarantining an intact blob).
+_UNREADABLE_ERRNOS: Final = frozenset({errno.EIO, errno.EUCLEAN, errno.EBADMSG, errno.EISDIR})
 HASH_CONCURRENCY: Final = 4  # blobs hashed at once: keeps an NVMe queue busy without starving a server
 READ_CHUNK: Final = 1024 * 1024
 LOOKUP_BATCH: Final = 1000
@@ -161,7 +163,7 @@ async def _confirm_orphans(catalog: Catalog, candidates: list[str]) -> list[str]
 async def corrupt_blobs(store: BlobStore, digests: list[str]) -> list[str]:
     """Those of `digests` whose bytes on the disk (not in the page cache) do not hash to their name.
 
-    A blob that cannot be read (an I/O error, not a lack of memory or descriptors) counts as corrupt.
+    A blob that cannot be read (an I/O or filesystem error, or a directory in its place) counts as corrupt.
     """
     return await _rehash(store, digests, VerifyReport(), None, startup_check=True)
 
@@ -183,7 +185,7 @@ async def _rehash(
             try:
                 actual, size = await _hash_blob(store, digest, from_disk=startup_check)
             except OSError as exc:
-                if not startup_check or exc.errno in _RESOURCE_ERRNOS:
+                if not startup_check or exc.errno not in _UNREADABLE_ERRNOS:
                     raise
                 actual, size = "", 0
             report.hashed += 1

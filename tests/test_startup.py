@@ -206,7 +206,11 @@ async def test_an_unclean_start_syncs_what_the_dead_run_left_in_the_page_cache(
 async def test_a_start_whose_check_fails_keeps_the_run_marker(
     aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """It keeps the crashed run's time too: the next start must check the same window, not a shorter one."""
     await _stop_uncleanly(aiohttp_client, data_dir)
+    marker = data_dir / RUN_MARKER_FILENAME
+    crashed_run_synced = time.time() - 600
+    os.utime(marker, (crashed_run_synced, crashed_run_synced))
 
     async def failing(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
@@ -214,11 +218,13 @@ async def test_a_start_whose_check_fails_keeps_the_run_marker(
     monkeypatch.setattr(app_module, "reconcile", failing)
     with pytest.raises(OSError, match="Input/output"):
         await aiohttp_client(create_app(make_settings(data_dir)))
-    assert (data_dir / RUN_MARKER_FILENAME).exists(), "the next start would skip the check"
+    assert marker.exists(), "the next start would skip the check"
+    assert marker.stat().st_mtime == crashed_run_synced
 
     monkeypatch.undo()
     again = await aiohttp_client(create_app(make_settings(data_dir)))
     assert (await (await again.get("/healthz")).json())["reconcile"]["unclean_stop"] is True
+    assert marker.stat().st_mtime > crashed_run_synced  # checked: the window closes
 
 
 async def test_an_unclean_start_hashes_blobs_named_late_in_the_crashed_run_even_with_a_catalog_entry(

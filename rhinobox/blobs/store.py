@@ -20,8 +20,8 @@ class BlobStore(Protocol):
     # (ingest's single-file fast path); False for network stores, whose calls always go to a worker.
     inline_io: bool
     # True if a machine crash can leave a committed name without its bytes: a local commit renames
-    # before the one grouped sync that covers both. Start-up after an unclean stop then hashes every
-    # blob the catalog does not know (`rhinobox.reconcile`). False where a commit is atomic (a PUT).
+    # before the one grouped sync that covers both. Start-up after an unclean stop then hashes the
+    # orphans and the blobs named since the last sync (`rhinobox.reconcile`). False for an atomic PUT.
     names_may_outlive_bytes: bool
     # Set once a sync reported an error: every later flush fails until a restart (`/healthz` says so).
     sync_failure: OSError | None
