@@ -219,10 +219,8 @@ def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
     assert not store.needs_flush(blake3_hex(content))
 
 
-async def test_after_a_failed_sync_no_flush_is_trusted_again(
-    durable_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A failed write-back is reported once; a retried sync would say "done" for bytes that never landed."""
+def _first_sync_fails(monkeypatch: pytest.MonkeyPatch) -> list[OSError]:
+    """The store's next sync reports an I/O error, later ones succeed; returns the pending failures."""
     failures = [OSError(errno.EIO, "Input/output error")]
     sync = local_module.sync_filesystem
 
@@ -232,6 +230,14 @@ async def test_after_a_failed_sync_no_flush_is_trusted_again(
         sync(fd)
 
     monkeypatch.setattr(local_module, "sync_filesystem", failing_once)
+    return failures
+
+
+async def test_after_a_failed_sync_no_flush_is_trusted_again(
+    durable_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write-back is reported once; a retried sync would say "done" for bytes that never landed."""
+    failures = _first_sync_fails(monkeypatch)
     content = b"written back with an error"
     assert durable_store.commit(_spooled(durable_store, "a", content), blake3_hex(content)) is True
     with pytest.raises(OSError, match="Input/output"):
@@ -246,15 +252,7 @@ async def test_a_server_whose_sync_failed_refuses_durable_answers_and_says_so(
     aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(data_dir)))
-    failures = [OSError(errno.EIO, "Input/output error")]
-    sync = local_module.sync_filesystem
-
-    def failing_once(fd: int) -> None:
-        if failures:
-            raise failures.pop()
-        sync(fd)
-
-    monkeypatch.setattr(local_module, "sync_filesystem", failing_once)
+    failures = _first_sync_fails(monkeypatch)
     for seed in (1, 2):  # the second sync would succeed: it is not trusted
         response = await client.post("/ingest", data=form([make_sample("png", seed)]))
         assert response.status >= 500
