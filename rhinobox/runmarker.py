@@ -42,11 +42,10 @@ class RunMarker:
         self._synced_at = 0.0
         self._advanced = 0.0
 
-    def begin(self) -> bool:
-        """Create the marker durably; True if it was already there (the last run did not stop cleanly).
-
-        If it was, the filesystem is synced first: a killed process leaves its writes in the page
-        cache, and its blobs are about to be hashed from there and trusted.
+    def begin(self) -> None:
+        """Create the marker durably. If it was already there, the last run did not stop cleanly:
+        `check_since` says from when to check, and the filesystem is synced first (a killed process
+        leaves its writes in the page cache, and its blobs are about to be hashed and trusted).
         """
         dirfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -69,7 +68,6 @@ class RunMarker:
             os.close(dirfd)
             raise
         self._dirfd = dirfd
-        return existed
 
     @property
     def check_since(self) -> float | None:
