@@ -53,7 +53,7 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
     async with (
         _run_marked(settings.data_dir) as marker,
         _opened_store(settings) as (store, stale),
-        _opened_catalog(settings) as catalog,
+        _opened_catalog(settings, store) as catalog,
     ):
         store.on_durable(marker.advance)
         report = ReconcileReport(stale_spool_files=stale, unclean_stop=marker.check_since is not None)
@@ -109,8 +109,8 @@ async def _opened_store(settings: Settings) -> AsyncIterator[tuple[BlobStore, in
 
 
 @contextlib.asynccontextmanager
-async def _opened_catalog(settings: Settings) -> AsyncIterator[Catalog]:
-    catalog = make_catalog(settings)
+async def _opened_catalog(settings: Settings, store: BlobStore) -> AsyncIterator[Catalog]:
+    catalog = make_catalog(settings, store)
     await catalog.open()
     try:
         yield catalog

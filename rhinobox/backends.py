@@ -48,11 +48,16 @@ def make_blob_store(settings: Settings) -> BlobStore:
     )
 
 
-def make_catalog(settings: Settings) -> Catalog:
-    """The catalog `settings.catalog` names (not yet opened)."""
+def make_catalog(settings: Settings, store: BlobStore | None = None) -> Catalog:
+    """The catalog `settings.catalog` names (not yet opened).
+
+    With an open `store` whose sync covers the data directory's disk, a SQLite catalog shares that
+    sync instead of making its own (`SQLiteCatalog`): one durable step per upload, not two.
+    """
     durable = settings.fsync is FsyncMode.ALWAYS
     if not settings.catalog:
-        return SQLiteCatalog.in_data_dir(settings.data_dir, durable=durable)
+        sync = store.sync_covering(settings.data_dir) if store is not None and durable else None
+        return SQLiteCatalog.in_data_dir(settings.data_dir, durable=durable, sync=sync)
     if settings.catalog.startswith(POSTGRES_SCHEMES):
         return PostgresCatalog(settings.catalog, durable=durable)
     raise SettingsError(f"RHINOBOX_CATALOG: unsupported catalog URL {settings.catalog!r} (expected postgresql://...)")

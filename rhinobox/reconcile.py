@@ -7,8 +7,11 @@ After an unclean stop (`rhinobox.runmarker`) it runs before serving and also has
 every orphan and every blob named since the crashed run's last completed sync: a blob renamed in
 just before a power cut may have a durable name without its bytes (catalogued too, if its content
 was stored again after its blob went missing), and no upload may be answered `duplicate` against
-it. Those whose bytes do not match their name are moved to the quarantine directory (`torn_blobs`);
-a catalogued one then counts as missing, and the next upload of its content stores it again.
+it. Those whose bytes do not match their name are moved to the quarantine directory (`torn_blobs`).
+A catalog that shares the blobs' sync (`Catalog.makes_blobs_durable`) may also hold rows written just
+before the cut: a torn blob's entry first uploaded since that last sync was never acknowledged, and
+is dropped with its uploads (`dropped_entries`). An older entry stays and counts as missing; the
+next upload of its content stores it again.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class ReconcileReport:
     orphan_blobs: int = 0
     missing_blobs: int = 0
     torn_blobs: int = 0  # blobs whose bytes did not match their name (or were unreadable), moved to quarantine
+    dropped_entries: int = 0  # catalog entries of torn blobs, first uploaded after the last sync: never acknowledged
     orphan_sample: list[str] = field(default_factory=list)
     missing_sample: list[str] = field(default_factory=list)
     torn_sample: list[str] = field(default_factory=list)
@@ -73,7 +77,7 @@ async def reconcile(
         on_disk = set(stored)
         del stored
         if quarantine_dir is not None:
-            torn = await _quarantine_torn(store, orphans, quarantine_dir, changed_since, report)
+            torn = await _quarantine_torn(store, catalog, orphans, quarantine_dir, changed_since, report)
             on_disk -= torn
             orphans = [d for d in orphans if d not in torn]
         missing: list[str] = []
@@ -96,9 +100,11 @@ async def reconcile(
         raise
     if report.torn_blobs:
         log.warning(
-            "reconciliation: moved %d blob(s) whose bytes did not match their name to %s",
+            "reconciliation: moved %d blob(s) whose bytes did not match their name to %s"
+            " (%d catalog entr(ies) never acknowledged dropped)",
             report.torn_blobs,
             quarantine_dir,
+            report.dropped_entries,
         )
     if report.orphan_blobs or report.missing_blobs:
         log.warning(
@@ -110,7 +116,12 @@ async def reconcile(
 
 
 async def _quarantine_torn(
-    store: BlobStore, orphans: list[str], quarantine_dir: Path, changed_since: float | None, report: ReconcileReport
+    store: BlobStore,
+    catalog: Catalog,
+    orphans: list[str],
+    quarantine_dir: Path,
+    changed_since: float | None,
+    report: ReconcileReport,
 ) -> set[str]:
     """Hash orphans and recently named blobs from the disk; move those not matching their name aside."""
     suspects = set(orphans)
@@ -124,7 +135,22 @@ async def _quarantine_torn(
             _sample(report.torn_sample, digest)
     if torn:
         await store.flush()
+        if changed_since is not None:
+            await _drop_unacknowledged(catalog, torn, changed_since, report)
     return torn
+
+
+async def _drop_unacknowledged(catalog: Catalog, torn: set[str], changed_since: float, report: ReconcileReport) -> None:
+    """Drop the entries of torn blobs first uploaded since the last completed sync.
+
+    Such a row was committed after that sync began, and its upload waited for a later sync that
+    never completed, so it was never acknowledged. An entry first uploaded before it was
+    acknowledged; its blob went missing and was stored again since, so it stays (and counts as missing).
+    """
+    for digest in sorted(torn):
+        blob = await catalog.get_blob(digest)
+        if blob is not None and blob.first_upload_at >= changed_since and await catalog.delete_blob(digest):
+            report.dropped_entries += 1
 
 
 def _sample(sample: list[str], digest: str) -> None:

@@ -589,9 +589,9 @@ async def test_delete_is_synced_before_it_answers(client: Client, data_dir: Path
     digest = await upload(client, PAYLOAD)
     store = client.app[STORE]
     assert isinstance(store, LocalBlobStore)
-    rounds = store.sync_rounds
+    rounds = store.syncs
     assert (await client.delete(f"/files/{digest}")).status == 204
-    assert store.sync_rounds > rounds
+    assert store.syncs > rounds
 
 
 async def test_blob_missing_on_disk_is_404_without_paths(download_client: Client, data_dir: Path) -> None:

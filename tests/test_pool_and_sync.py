@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,9 +16,11 @@ from aiohttp.test_utils import TestClient
 
 import rhinobox.blobs.local as local_module
 from rhinobox.app import create_app
+from rhinobox.backends import make_catalog
 from rhinobox.blobs.durability import GroupSyncer
 from rhinobox.blobs.local import LocalBlobStore
-from rhinobox.http.keys import PIPELINE, STORE
+from rhinobox.catalog.sqlite import SQLiteCatalog
+from rhinobox.http.keys import CATALOG, PIPELINE, STORE
 from rhinobox.ingest.pins import HashPins
 from rhinobox.runmarker import RUN_MARKER_FILENAME
 from tests.conftest import AiohttpClient, make_settings
@@ -37,17 +40,70 @@ async def test_single_file_skips_the_pool_and_a_batch_uses_it(client: Client) ->
 
 
 @pytest.mark.parametrize("files", [1, 200])
-async def test_an_upload_costs_one_sync_for_its_bytes_and_names(client: Client, files: int) -> None:
-    """One grouped sync after the renames covers bytes and names (an unclean start checks the rest)."""
-    store = client.app[STORE]
+async def test_an_upload_costs_one_sync_for_its_bytes_names_and_row(client: Client, files: int) -> None:
+    """One filesystem sync after the renames and the catalog commit covers all three (see test_startup)."""
+    store, catalog = client.app[STORE], client.app[CATALOG]
     assert isinstance(store, LocalBlobStore)
-    before = store.sync_rounds
+    assert isinstance(catalog, SQLiteCatalog)
+    assert catalog.makes_blobs_durable
+    syncs, commits = store.syncs, catalog.commits
     batch = [make_sample("binary", i) for i in range(files)]
     response = await client.post("/ingest", data=form(batch))
     assert response.status == 200
     assert {r["status"] for r in (await response.json())["results"]} == {"stored"}
-    assert store.sync_rounds - before == 1
+    assert (store.syncs - syncs, catalog.commits - commits) == (1, 1)
     assert not any(store.needs_flush(r["hash"]) for r in (await response.json())["results"])
+    # The writer's connection commits without its own fsync (NORMAL): the shared sync is the only one.
+    assert await catalog.write(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == 1
+
+
+async def test_the_answer_waits_for_the_sync_that_follows_the_catalog_commit(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row commits without SQLite's fsync; nothing is answered until the shared sync has returned."""
+    catalog = client.app[CATALOG]
+    assert isinstance(catalog, SQLiteCatalog)
+    release, entered = threading.Event(), threading.Event()
+    sync = local_module.sync_filesystem
+    commits_when_synced: list[int] = []
+
+    def held_sync(fd: int) -> None:
+        commits_when_synced.append(catalog.commits)
+        entered.set()
+        release.wait(10)
+        sync(fd)
+
+    monkeypatch.setattr(local_module, "sync_filesystem", held_sync)
+    commits = catalog.commits
+    upload = asyncio.ensure_future(client.post("/ingest", data=form([make_sample("png", 7)])))
+    assert await asyncio.to_thread(entered.wait, 10)
+    await asyncio.sleep(0.2)
+    assert not upload.done()
+    assert commits_when_synced == [commits + 1], "the sync must begin after the row's commit"
+    release.set()
+    response = await upload
+    assert response.status == 200
+    assert (await response.json())["results"][0]["status"] == "stored"
+
+
+def test_a_catalog_shares_the_blob_sync_only_when_durable_on_the_same_disk(tmp_path: Path) -> None:
+    durable, lax = LocalBlobStore(tmp_path / "a", durable=True), LocalBlobStore(tmp_path / "b", durable=False)
+    durable.open()
+    lax.open()
+    try:
+        assert durable.sync_covering(tmp_path) == durable.sync
+        assert lax.sync_covering(tmp_path) is None
+        elsewhere = Path("/dev/shm")
+        if elsewhere.is_dir() and os.stat(elsewhere).st_dev != os.stat(tmp_path).st_dev:
+            assert durable.sync_covering(elsewhere) is None
+        catalog = make_catalog(make_settings(tmp_path / "a"), durable)
+        assert catalog.makes_blobs_durable
+        never = make_catalog(make_settings(tmp_path / "b", fsync="never"), lax)
+        assert not never.makes_blobs_durable
+        assert not make_catalog(make_settings(tmp_path / "a")).makes_blobs_durable  # no store: its own fsync
+    finally:
+        durable.close()
+        lax.close()
 
 
 async def test_concurrent_barriers_share_sync_rounds() -> None:
@@ -198,7 +254,7 @@ def test_a_losing_rename_leaves_the_winner_waiting_for_its_sync(
     winner_done.set()
     loser.join()
     assert results == {"loser": False, "winner": True}
-    assert store.sync_rounds == 0
+    assert store.syncs == 0
     assert store.needs_flush(blake3_hex(content)), "a duplicate would be answered before the winner's sync"
 
 
@@ -209,13 +265,13 @@ def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
     rename = local_module.rename_noreplace
 
     def after_a_whole_sync(src: str, dst: str) -> bool:
-        store._sync_now()  # the extreme case: a sync round that began and ended between mark and rename
+        store.sync()  # the extreme case: a sync round that began and ended between mark and rename
         return rename(src, dst)
 
     monkeypatch.setattr(local_module, "rename_noreplace", after_a_whole_sync)
     assert store.commit(_spooled(store, "a", content), blake3_hex(content)) is True
     assert store.needs_flush(blake3_hex(content))
-    store._sync_now()
+    store.sync()
     assert not store.needs_flush(blake3_hex(content))
 
 

@@ -548,3 +548,31 @@ async def test_a_checkpoint_held_short_by_a_reader_is_tried_again(tmp_path: Path
     finally:
         reader.close()
         await writer.close()
+
+
+async def test_a_shared_sync_answers_a_group_only_after_it_and_a_failed_one_fails_the_group_once(
+    tmp_path: Path,
+) -> None:
+    """With `sync`, a group is answered after it; if it fails, each write gets a storage error and is not retried."""
+    synced_commits: list[int] = []
+    failures = [OSError(5, "Input/output error")]
+    catalog: SQLiteCatalog | None = None
+
+    def sync() -> None:
+        assert catalog is not None
+        synced_commits.append(catalog.commits)
+        if failures:
+            raise failures.pop()
+
+    catalog = SQLiteCatalog(tmp_path / "catalog.sqlite3", durable=True, sync=sync)
+    await catalog.open()
+    try:
+        assert catalog.makes_blobs_durable
+        results = await asyncio.gather(*(catalog.record_uploads([upload(i)]) for i in range(3)), return_exceptions=True)
+        assert all(isinstance(r, StorageError) and "make the catalog write durable" in str(r) for r in results)
+        assert len(synced_commits) == 1  # one group, one sync, no write run again alone
+        count = await catalog.write(lambda db: db.execute("SELECT count(*) FROM uploads").fetchone()[0])
+        assert count == 3  # committed once each: the commit stands, it just is not known durable
+        assert synced_commits == [1, 2]  # the count above was a write too, synced after its commit
+    finally:
+        await catalog.close()

@@ -255,6 +255,7 @@ async def test_an_unclean_start_hashes_blobs_named_late_in_the_crashed_run_even_
     assert old_path.read_bytes() == b"damaged long ago"
     body = (await reconciled(second))["reconcile"]
     assert body["missing_sample"] == [blake3_hex(restored[1])]  # the entry is there, its blob set aside
+    assert body["dropped_entries"] == 0  # first uploaded before the window: it was acknowledged
     response = await second.post("/ingest", data=form([restored]))
     assert (await response.json())["results"][0]["status"] == "stored"
     assert await (await second.get(f"/files/{blake3_hex(restored[1])}")).read() == restored[1]
@@ -271,3 +272,34 @@ async def test_the_run_marker_moves_up_to_the_last_completed_sync(
     assert (await client.post("/ingest", data=form([make_sample("png", 1)]))).status == 200
     assert marker.stat().st_mtime > started
     assert marker.stat().st_mtime >= before_upload - 0.01  # the sync began after the upload's rename
+
+
+async def test_an_unclean_start_drops_the_entries_of_torn_blobs_first_uploaded_after_the_last_sync(
+    aiohttp_client: AiohttpClient, data_dir: Path
+) -> None:
+    """The catalog shares the blobs' sync: a power cut before it can leave a row whose blob has no bytes.
+
+    No upload was answered before that sync, so the entry goes with its torn blob: no row without its
+    blob, and nothing anyone was told is stored is lost. An intact blob of the same window keeps its row.
+    """
+    last_sync = time.time()
+    first = await aiohttp_client(create_app(make_settings(data_dir)))
+    torn, intact = make_sample("pdf", 11), make_sample("png", 12)
+    assert (await first.post("/ingest", data=form([torn, intact]))).status == 200
+    await first.close()
+    _leave_run_marker(data_dir)
+    os.utime(data_dir / RUN_MARKER_FILENAME, (last_sync, last_sync))  # the crashed run's last completed sync
+    _plant_blob(
+        data_dir, blake3_hex(torn[1]), torn[1][: len(torn[1]) // 2]
+    )  # renamed and recorded; its bytes never landed
+
+    second = await aiohttp_client(create_app(make_settings(data_dir)))
+    body = (await reconciled(second))["reconcile"]
+    assert body["torn_sample"] == [blake3_hex(torn[1])]
+    assert body["dropped_entries"] == 1
+    assert (body["missing_blobs"], body["orphan_blobs"]) == (0, 0)
+    assert (await second.get(f"/files/{blake3_hex(torn[1])}/meta")).status == 404  # no entry left
+    assert await (await second.get(f"/files/{blake3_hex(intact[1])}")).read() == intact[1]
+    response = await second.post("/ingest", data=form([torn]))
+    assert (await response.json())["results"][0]["status"] == "stored"
+    assert await (await second.get(f"/files/{blake3_hex(torn[1])}")).read() == torn[1]

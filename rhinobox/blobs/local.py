@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -51,7 +52,12 @@ class LocalBlobStore:
         self._syncing: set[str] = set()
         self._renaming: Counter[str] = Counter()
         self._lock = threading.Lock()
+        # One sync at a time, whichever thread asks (the group syncer's, or the catalog writer's
+        # through `sync_covering`): a write-back error is reported to one sync only, and every sync
+        # after it must see `sync_failure` before it could trust a clean return.
+        self._sync_lock = threading.Lock()
         self.sync_failure: OSError | None = None
+        self.syncs = 0  # completed, whichever thread asked
         self._on_durable: Callable[[float], None] | None = None
 
     @property
@@ -65,7 +71,7 @@ class LocalBlobStore:
         for prefix in range(16**FANOUT_HEX_CHARS):
             (self.root / f"{prefix:0{FANOUT_HEX_CHARS}x}").mkdir(exist_ok=True)
         self._dirfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        self._syncer = GroupSyncer(self._sync_now)
+        self._syncer = GroupSyncer(self.sync)
 
     def close(self) -> None:
         if self._syncer is not None:
@@ -128,30 +134,35 @@ class LocalBlobStore:
     def on_durable(self, callback: Callable[[float], None]) -> None:
         self._on_durable = callback
 
-    def _sync_now(self) -> None:
-        if self.sync_failure is not None:
-            raise self.sync_failure
-        with self._lock:
-            self._syncing, self._unsynced = self._unsynced, set()
-        assert self._dirfd is not None
-        began = time.time()  # every rename the kernel finished before this is covered by this sync
-        try:
-            sync_filesystem(self._dirfd)
-        except OSError as exc:
-            # Once a sync has reported a write-back error, the kernel marks those pages clean and a
-            # second sync says nothing: retrying would trust bytes that never reached the disk. Every
-            # later flush fails instead, until a restart checks the store (rhinobox/runmarker.py).
-            self.sync_failure = OSError(exc.errno, f"an earlier sync failed ({exc.strerror}); restart the server")
-            log.error("filesystem sync failed: %s; refusing durable answers until restarted", exc)
-            raise
-        with self._lock:
-            self._syncing = set()
-        if self._on_durable is not None:
-            self._on_durable(began)
+    def sync_covering(self, path: Path) -> Callable[[], None] | None:
+        if not self._durable or self._dirfd is None:
+            return None
+        return self.sync if os.stat(path).st_dev == os.fstat(self._dirfd).st_dev else None
 
-    @property
-    def sync_rounds(self) -> int:
-        return self._syncer.rounds if self._syncer is not None else 0
+    def sync(self) -> None:
+        """Make every commit so far durable (blocking; from any thread, one sync at a time)."""
+        with self._sync_lock:
+            if self.sync_failure is not None:
+                raise self.sync_failure
+            if self._dirfd is None:
+                raise OSError(errno.EBADF, "the blob store is closed")
+            with self._lock:
+                self._syncing, self._unsynced = self._unsynced, set()
+            began = time.time()  # every rename the kernel finished before this is covered by this sync
+            try:
+                sync_filesystem(self._dirfd)
+            except OSError as exc:
+                # Once a sync has reported a write-back error, the kernel marks those pages clean and
+                # a second sync says nothing: retrying would trust bytes that never reached the disk.
+                # Every later flush fails instead, until a restart checks the store (runmarker.py).
+                self.sync_failure = OSError(exc.errno, f"an earlier sync failed ({exc.strerror}); restart the server")
+                log.error("filesystem sync failed: %s; refusing durable answers until restarted", exc)
+                raise
+            with self._lock:
+                self._syncing = set()
+            self.syncs += 1
+            if self._on_durable is not None:
+                self._on_durable(began)
 
     def delete(self, digest: str) -> bool:
         try:

@@ -195,6 +195,9 @@ class S3BlobStore:
     async def flush(self) -> None:
         return None
 
+    def sync_covering(self, path: Path) -> Callable[[], None] | None:
+        return None  # objects are durable once PUT; a local catalog keeps its own fsync
+
     def on_durable(self, callback: Callable[[float], None]) -> None:
         return None  # every acknowledged PUT is already durable: nothing to report
 

@@ -58,6 +58,14 @@ class BlobStore(Protocol):
         """Return once every spool write and commit finished before the call is durable (bytes and names)."""
         ...
 
+    def sync_covering(self, path: Path) -> Callable[[], None] | None:
+        """A blocking call that makes this store's commits and every write to `path`'s filesystem durable.
+
+        None if the store has no such sync (or `path` is elsewhere). A SQLite catalog on the same disk
+        then commits without its own fsync and calls it instead: one sync for the blobs and the row.
+        """
+        ...
+
     def on_durable(self, callback: Callable[[float], None]) -> None:
         """Call `callback(t)` after each sync: every commit the kernel finished before wall time t is durable."""
         ...

@@ -127,6 +127,14 @@ def category_prefixes(category: str) -> list[str]:
 class Catalog(Protocol):
     """Metadata storage. Writes from concurrent requests may be grouped into one transaction."""
 
+    @property
+    def makes_blobs_durable(self) -> bool:
+        """True if a durable write also makes every blob committed before it durable (one shared sync).
+
+        Ingest then skips its own blob flush before recording: the record's sync covers both.
+        """
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -87,6 +87,10 @@ class PostgresCatalog:
         self.locks = AdvisoryHashLocks(dsn)
         self.commits = 0
 
+    @property
+    def makes_blobs_durable(self) -> bool:
+        return False  # another machine's disk: its commits cannot cover the blobs' sync
+
     async def open(self) -> None:
         # With fsync=never the catalog may lose its last commits on a crash, like the blobs.
         server_settings = {"application_name": "rhinobox"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -76,11 +76,20 @@ _FIRST_NAME: Final = "(SELECT u.name FROM uploads u WHERE u.hash = b.hash ORDER 
 
 
 class SQLiteCatalog:
-    """A `Catalog` in one SQLite file under the data directory."""
+    """A `Catalog` in one SQLite file under the data directory.
 
-    def __init__(self, path: Path, *, durable: bool) -> None:
+    Durable with `sync` (the blob store's filesystem sync, `BlobStore.sync_covering`): each group of
+    writes commits without SQLite's own WAL fsync, then `sync` makes the rows and every blob renamed
+    before them durable at once, so an upload waits for one sync, not two in a row. A power cut in
+    between can leave a row whose blob's bytes did not land; the start-up check after an unclean stop
+    drops such entries (rhinobox/reconcile.py).
+    """
+
+    def __init__(self, path: Path, *, durable: bool, sync: Callable[[], None] | None = None) -> None:
         self.path = path
         self._durable = durable
+        self._sync = sync if durable else None
+        self._synchronous = "FULL" if durable and sync is None else "NORMAL"
         self._writer: SQLiteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
 
@@ -89,9 +98,13 @@ class SQLiteCatalog:
         """Write transactions committed since open (a group of concurrent writes is one)."""
         return self._writer.commits if self._writer is not None else 0
 
+    @property
+    def makes_blobs_durable(self) -> bool:
+        return self._sync is not None
+
     @classmethod
-    def in_data_dir(cls, data_dir: Path, *, durable: bool) -> SQLiteCatalog:
-        return cls(data_dir / CATALOG_FILENAME, durable=durable)
+    def in_data_dir(cls, data_dir: Path, *, durable: bool, sync: Callable[[], None] | None = None) -> SQLiteCatalog:
+        return cls(data_dir / CATALOG_FILENAME, durable=durable, sync=sync)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +119,7 @@ class SQLiteCatalog:
                 self._connect_writer,
                 name="rhinobox-catalog-writer",
                 checkpoint_seconds=CHECKPOINT_SECONDS_DURABLE if self._durable else CHECKPOINT_SECONDS,
+                sync=self._sync,
             )
             await self._writer.start()
             self._reader = await self._connect()
@@ -118,7 +132,7 @@ class SQLiteCatalog:
         db = sqlite3.connect(self.path, isolation_level=None, cached_statements=STATEMENT_CACHE)
         try:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            db.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("PRAGMA journal_mode=WAL")
             # The writer checkpoints between groups (CHECKPOINT_SECONDS), not inside a commit: SQLite's
             # default of one every 1,000 pages stalls the committing request for the whole checkpoint.
@@ -137,7 +151,7 @@ class SQLiteCatalog:
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await db.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+        await db.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")  # setup and reads
         return db
 
     async def close(self) -> None:

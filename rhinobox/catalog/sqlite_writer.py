@@ -2,7 +2,9 @@
 
 Whatever is queued when the thread wakes runs as one transaction (one commit, one WAL fsync), and its
 callers are answered with one hop back to their event loop: a group of N writes costs two thread hops,
-where one aiosqlite round trip per statement cost 5 or more.
+where one aiosqlite round trip per statement cost 5 or more. With `sync`, the connection commits
+without its own fsync and the thread calls `sync` (a filesystem sync that covers the WAL too) before
+it answers the group.
 
 The thread also checkpoints the WAL, between groups: only a checkpoint that has copied every frame
 before the next write transaction begins lets SQLite start the WAL over from its beginning. One run on
@@ -26,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Self, TypeVar, cast
 
-from rhinobox.errors import StorageError
+from rhinobox.errors import StorageError, storage_failure
 
 __all__ = ["CLOSE_DRAIN_SECONDS", "MergeableJob", "SQLiteWriter", "WriteJob"]
 
@@ -74,7 +76,9 @@ class SQLiteWriter:
     `connect` opens the write connection; it runs on the thread, which alone uses the connection.
     Every submitted job gets an answer: its result, its own error, or a StorageError if the writer
     closes or stops before the job ran. With `checkpoint_seconds`, a PASSIVE checkpoint runs that
-    long after the first commit it has not covered, at the next moment no write is queued.
+    long after the first commit it has not covered, at the next moment no write is queued. With
+    `sync`, no job of a group is answered until `sync` returned after the group's commits; if it
+    fails, every job of the group gets a storage error (its commit stands, but is not known durable).
     """
 
     def __init__(
@@ -83,8 +87,10 @@ class SQLiteWriter:
         *,
         name: str = "rhinobox-sqlite-writer",
         checkpoint_seconds: float | None = None,
+        sync: Callable[[], None] | None = None,
     ) -> None:
         self._connect = connect
+        self._sync = sync
         self._name = name
         self._checkpoint_seconds = checkpoint_seconds
         self._uncheckpointed_since: float | None = None  # monotonic time of the first commit not checkpointed
@@ -265,10 +271,21 @@ class SQLiteWriter:
 
     def _run_group_safely(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
         try:
-            return self._run_group(db, group)
+            return self._made_durable(self._run_group(db, group))
         except BaseException as exc:  # a fault here must not end the thread and strand its callers
             log.exception("the catalog writer could not run a group of writes")
             return [(entry, None, exc) for entry in group]
+
+    def _made_durable(self, outcomes: list[_Outcome]) -> list[_Outcome]:
+        """With `sync`, the group's commits are durable once it returns: no answer goes out before."""
+        if self._sync is None or all(error is not None for _, _, error in outcomes):
+            return outcomes
+        try:
+            self._sync()
+        except OSError as exc:
+            failure = storage_failure(exc, "make the catalog write durable")
+            return [(entry, None, error if error is not None else failure) for entry, _, error in outcomes]
+        return outcomes
 
     def _run_group(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
         """One transaction for the group; if it fails, each job is retried alone so the others commit."""

@@ -40,7 +40,7 @@ async def record_known(pipeline: IngestPipeline, digest: str, name: str, claimed
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(None, pipeline.store.contains, digest):
             return None  # the catalog lost its blob: take the body and store it again
-        if pipeline.store.needs_flush(digest):
+        if pipeline.store.needs_flush(digest) and not pipeline.catalog.makes_blobs_durable:
             await pipeline.store.flush()
         entry = _entry(digest, name, claimed_type)
         entry.digest, entry.size, entry.mime, entry.blob_category = digest, blob.size, blob.mime, blob.category
@@ -103,6 +103,8 @@ async def _commit(pipeline: IngestPipeline, entry: FileEntry) -> None:
     if entry.error is not None:
         raise entry.error
     assert entry.digest is not None
+    if pipeline.catalog.makes_blobs_durable:
+        return  # the record's own sync covers the bytes and the name too (SQLiteCatalog)
     if entry.status == STORED or store.needs_flush(entry.digest):
         await store.flush()
 

@@ -453,6 +453,8 @@ class IngestSession:
         for repeat, first in repeats:
             if first.error is not None:
                 repeat.fail(first.error)
+        if self._p.catalog.makes_blobs_durable:
+            return  # the record's own sync covers these bytes and names too (SQLiteCatalog)
         if any(e.ok and (e.status == STORED or store.needs_flush(e.digest or "")) for e in ready):
             # One sync makes the bytes and the new names durable before the catalog points at them. A
             # crash before it ends can leave a name without its bytes, never a row: start-up after an
