@@ -55,7 +55,6 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
         _opened_store(settings) as (store, stale),
         _opened_catalog(settings, store) as catalog,
     ):
-        store.on_durable(marker.advance)
         report = ReconcileReport(stale_spool_files=stale, unclean_stop=marker.check_since is not None)
         app[STORE] = store
         app[CATALOG] = catalog
@@ -70,6 +69,8 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
                 changed_since=marker.check_since,
             )
             await asyncio.get_running_loop().run_in_executor(None, marker.checked)
+        # Only now: the check's own syncs must not move the crashed run's window before it is done.
+        store.on_durable(marker.advance)
         yield
 
 

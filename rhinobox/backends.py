@@ -7,13 +7,16 @@ and the category rules and async job records live in that database too, so any n
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.blobs.s3 import S3BlobStore, parse_s3_url
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
 from rhinobox.catalog.postgres import PostgresCatalog
 from rhinobox.catalog.postgres_rules import PostgresRulesStore
-from rhinobox.catalog.sqlite import SQLiteCatalog
+from rhinobox.catalog.sqlite import CATALOG_FILENAME, SQLiteCatalog
 from rhinobox.ingest.pins import HashArbiter, HashPins
 from rhinobox.ingest.rules_store import FileRulesStore, RulesStore
 from rhinobox.jobs.postgres import PostgresJobStore
@@ -56,7 +59,9 @@ def make_catalog(settings: Settings, store: BlobStore | None = None) -> Catalog:
     """
     durable = settings.fsync is FsyncMode.ALWAYS
     if not settings.catalog:
-        sync = store.sync_covering(settings.data_dir) if store is not None and durable else None
+        # The catalog file's real directory (it may be a link to another disk), where its WAL lives too.
+        home = Path(os.path.realpath(settings.data_dir / CATALOG_FILENAME)).parent
+        sync = store.sync_covering(home) if store is not None and durable else None
         return SQLiteCatalog.in_data_dir(settings.data_dir, durable=durable, sync=sync)
     if settings.catalog.startswith(POSTGRES_SCHEMES):
         return PostgresCatalog(settings.catalog, durable=durable)

@@ -9,9 +9,9 @@ just before a power cut may have a durable name without its bytes (catalogued to
 was stored again after its blob went missing), and no upload may be answered `duplicate` against
 it. Those whose bytes do not match their name are moved to the quarantine directory (`torn_blobs`).
 A catalog that shares the blobs' sync (`Catalog.makes_blobs_durable`) may also hold rows written just
-before the cut: a torn blob's entry first uploaded since that last sync was never acknowledged, and
-is dropped with its uploads (`dropped_entries`). An older entry stays and counts as missing; the
-next upload of its content stores it again.
+before the cut, whose blob's bytes or name did not land: an entry first uploaded since that last sync
+was never acknowledged, and is dropped with its uploads (`dropped_entries`). An older entry stays and
+counts as missing; the next upload of its content stores it again.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from rhinobox.blobs.store import BlobStore
-from rhinobox.catalog.base import Catalog
+from rhinobox.catalog.base import MAX_PAGE, BlobQuery, Catalog
 from rhinobox.verify import corrupt_blobs, move_aside
 
 __all__ = ["ReconcileReport", "reconcile"]
@@ -76,13 +76,20 @@ async def reconcile(
             orphans.extend(d for d in batch if d not in known)
         on_disk = set(stored)
         del stored
+        torn: set[str] = set()
         if quarantine_dir is not None:
-            torn = await _quarantine_torn(store, catalog, orphans, quarantine_dir, changed_since, report)
+            suspects = await _suspects(store, catalog, orphans, changed_since)
+            torn = set(await corrupt_blobs(store, sorted(suspects & on_disk)))
             on_disk -= torn
             orphans = [d for d in orphans if d not in torn]
         missing: list[str] = []
         async for page in catalog.iter_digests(BATCH):
             missing.extend(d for d in page if d not in on_disk)
+        if quarantine_dir is not None:
+            if changed_since is not None:
+                missing = await _drop_unacknowledged(catalog, missing, changed_since, report)
+            # Only after the drops: a crash in between finds the torn blobs again, the window unchanged.
+            await _move_aside(store, torn, quarantine_dir, report)
         # Uploads keep running meanwhile: look again at each candidate before reporting it.
         known_now = await catalog.known_digests(orphans)
         orphans = [d for d in orphans if d not in known_now]
@@ -115,42 +122,53 @@ async def reconcile(
     return report
 
 
-async def _quarantine_torn(
-    store: BlobStore,
-    catalog: Catalog,
-    orphans: list[str],
-    quarantine_dir: Path,
-    changed_since: float | None,
-    report: ReconcileReport,
-) -> set[str]:
-    """Hash orphans and recently named blobs from the disk; move those not matching their name aside."""
+async def _suspects(store: BlobStore, catalog: Catalog, orphans: list[str], changed_since: float | None) -> set[str]:
+    """Orphans, blobs named since `changed_since`, and blobs of entries first uploaded since then.
+
+    The entries cover a wall clock stepped back: their blobs' ctimes may then fall before the window,
+    but `first_upload_at` never goes back (the catalog clamps it to the newest entry's).
+    """
     suspects = set(orphans)
-    if changed_since is not None:
-        loop = asyncio.get_running_loop()
-        suspects.update(await loop.run_in_executor(None, lambda: list(store.iter_changed_since(changed_since))))
-    torn = set(await corrupt_blobs(store, sorted(suspects)))
+    if changed_since is None:
+        return suspects
+    loop = asyncio.get_running_loop()
+    suspects.update(await loop.run_in_executor(None, lambda: list(store.iter_changed_since(changed_since))))
+    before: int | None = None
+    while True:
+        page = await catalog.list_blobs(BlobQuery(since=changed_since), before=before, limit=MAX_PAGE)
+        suspects.update(blob.digest for blob in page.blobs)
+        if page.next_before is None:
+            return suspects
+        before = page.next_before
+
+
+async def _drop_unacknowledged(
+    catalog: Catalog, missing: list[str], changed_since: float, report: ReconcileReport
+) -> list[str]:
+    """Drop entries without an intact blob that were first uploaded since the last completed sync.
+
+    Such a row was committed after that sync began, and its upload waited for a later sync that
+    never completed: it was never acknowledged. Its blob's bytes (torn) or its name (missing) did
+    not reach the disk. An entry first uploaded before then was acknowledged; its blob went missing
+    later, so it stays and counts as missing. Returns the entries still missing.
+    """
+    left = []
+    for digest in missing:
+        blob = await catalog.get_blob(digest)
+        if blob is not None and blob.first_upload_at >= changed_since and await catalog.delete_blob(digest):
+            report.dropped_entries += 1
+        else:
+            left.append(digest)
+    return left
+
+
+async def _move_aside(store: BlobStore, torn: set[str], quarantine_dir: Path, report: ReconcileReport) -> None:
     for digest in sorted(torn):
         if await move_aside(store, digest, quarantine_dir):
             report.torn_blobs += 1
             _sample(report.torn_sample, digest)
     if torn:
         await store.flush()
-        if changed_since is not None:
-            await _drop_unacknowledged(catalog, torn, changed_since, report)
-    return torn
-
-
-async def _drop_unacknowledged(catalog: Catalog, torn: set[str], changed_since: float, report: ReconcileReport) -> None:
-    """Drop the entries of torn blobs first uploaded since the last completed sync.
-
-    Such a row was committed after that sync began, and its upload waited for a later sync that
-    never completed, so it was never acknowledged. An entry first uploaded before it was
-    acknowledged; its blob went missing and was stored again since, so it stays (and counts as missing).
-    """
-    for digest in sorted(torn):
-        blob = await catalog.get_blob(digest)
-        if blob is not None and blob.first_upload_at >= changed_since and await catalog.delete_blob(digest):
-            report.dropped_entries += 1
 
 
 def _sample(sample: list[str], digest: str) -> None:

@@ -6,8 +6,9 @@ and every upload a client saw answered (RHINOBOX_FSYNC=always) is in the catalog
 
 kill -9 loses the process, not the page cache: this proves the ordering (whole bytes before the name,
 the name before the catalog row) and the restart clean-up, not what reaches the platters on power
-loss. What a power cut can add (a name synced without its bytes, never with a row) is planted by hand
-in tests/test_startup.py, which checks that the start after an unclean stop moves it aside.
+loss. What a power cut can add (a name synced without its bytes, a row whose blob did not land) is
+planted by hand in tests/test_startup.py, which checks that the start after an unclean stop moves the
+blob aside and drops the rows of uploads that were never answered.
 """
 
 from __future__ import annotations

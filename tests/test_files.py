@@ -584,14 +584,21 @@ def test_content_disposition_is_header_safe() -> None:
         assert urllib.parse.unquote(encoded) == (name.replace("\\", "/").rsplit("/", 1)[-1] or name)
 
 
-async def test_delete_is_synced_before_it_answers(client: Client, data_dir: Path) -> None:
+async def test_delete_is_synced_before_it_answers(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """With RHINOBOX_FSYNC=always (the default) the unlink is made durable before the 204."""
     digest = await upload(client, PAYLOAD)
     store = client.app[STORE]
     assert isinstance(store, LocalBlobStore)
-    rounds = store.syncs
+    unlinked_at: list[int] = []
+    delete = store.delete
+
+    def counted_delete(d: str) -> bool:
+        unlinked_at.append(store.syncs)
+        return delete(d)
+
+    monkeypatch.setattr(store, "delete", counted_delete)
     assert (await client.delete(f"/files/{digest}")).status == 204
-    assert store.syncs > rounds
+    assert store.syncs > unlinked_at[0], "no sync began after the unlink"
 
 
 async def test_blob_missing_on_disk_is_404_without_paths(download_client: Client, data_dir: Path) -> None:

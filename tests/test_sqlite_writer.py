@@ -550,10 +550,10 @@ async def test_a_checkpoint_held_short_by_a_reader_is_tried_again(tmp_path: Path
         await writer.close()
 
 
-async def test_a_shared_sync_answers_a_group_only_after_it_and_a_failed_one_fails_the_group_once(
+async def test_a_failed_shared_sync_fails_its_group_once_and_every_later_write(
     tmp_path: Path,
 ) -> None:
-    """With `sync`, a group is answered after it; if it fails, each write gets a storage error and is not retried."""
+    """A failed sync gives each write of its group a storage error, without running any again alone."""
     synced_commits: list[int] = []
     failures = [OSError(5, "Input/output error")]
     catalog: SQLiteCatalog | None = None
@@ -570,9 +570,16 @@ async def test_a_shared_sync_answers_a_group_only_after_it_and_a_failed_one_fail
         assert catalog.makes_blobs_durable
         results = await asyncio.gather(*(catalog.record_uploads([upload(i)]) for i in range(3)), return_exceptions=True)
         assert all(isinstance(r, StorageError) and "make the catalog write durable" in str(r) for r in results)
-        assert len(synced_commits) == 1  # one group, one sync, no write run again alone
-        count = await catalog.write(lambda db: db.execute("SELECT count(*) FROM uploads").fetchone()[0])
-        assert count == 3  # committed once each: the commit stands, it just is not known durable
-        assert synced_commits == [1, 2]  # the count above was a write too, synced after its commit
+        assert synced_commits == [1]  # one group, one sync, no write run again alone
+
+        def count() -> int:
+            with contextlib.closing(sqlite3.connect(catalog.path)) as db:
+                return int(db.execute("SELECT count(*) FROM uploads").fetchone()[0])
+
+        assert count() == 3  # committed once each: the commit stands, it just is not known durable
+        # A failed sync is never trusted again: later writes are refused before they commit.
+        with pytest.raises(StorageError, match="make the catalog write durable"):
+            await catalog.record_uploads([upload(9)])
+        assert (count(), catalog.commits, synced_commits) == (3, 1, [1])
     finally:
         await catalog.close()

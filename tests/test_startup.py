@@ -20,6 +20,8 @@ from aiohttp.test_utils import TestClient
 import rhinobox.app as app_module
 from rhinobox import __version__, runmarker
 from rhinobox.app import create_app
+from rhinobox.catalog.base import UploadRecord
+from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.runmarker import ADVANCE_SECONDS, RUN_MARKER_FILENAME, RunMarker
 from rhinobox.verify import QUARANTINE_DIRNAME
 from tests.conftest import AiohttpClient, make_settings
@@ -274,32 +276,86 @@ async def test_the_run_marker_moves_up_to_the_last_completed_sync(
     assert marker.stat().st_mtime >= before_upload - 0.01  # the sync began after the upload's rename
 
 
-async def test_an_unclean_start_drops_the_entries_of_torn_blobs_first_uploaded_after_the_last_sync(
-    aiohttp_client: AiohttpClient, data_dir: Path
-) -> None:
-    """The catalog shares the blobs' sync: a power cut before it can leave a row whose blob has no bytes.
+async def _record_unsynced(data_dir: Path, contents: list[bytes], at: float) -> None:
+    """Rows a crashed run committed (the catalog shares the blobs' sync) after its last completed sync."""
+    catalog = SQLiteCatalog.in_data_dir(data_dir, durable=False)
+    await catalog.open()
+    try:
+        await catalog.record_uploads([_record(content, at) for content in contents])
+    finally:
+        await catalog.close()
 
-    No upload was answered before that sync, so the entry goes with its torn blob: no row without its
-    blob, and nothing anyone was told is stored is lost. An intact blob of the same window keeps its row.
+
+def _record(content: bytes, at: float) -> UploadRecord:
+    return UploadRecord(
+        digest=blake3_hex(content),
+        size=len(content),
+        mime="application/pdf",
+        blob_category="documents/pdf",
+        category="documents/pdf",
+        name="never-acknowledged.pdf",
+        hint=None,
+        comment=None,
+        claimed_type=None,
+        uploaded_at=at,
+    )
+
+
+async def test_an_unclean_start_drops_entries_never_acknowledged_whose_blob_did_not_land(
+    aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog shares the blobs' sync, so a power cut before it can leave rows whose blob has no bytes
+    (torn) or no name (missing). Nobody was answered for them: they go, and no row is left without its
+    blob. An intact blob of the same window keeps its row; an entry from before the window stays (missing).
     """
-    last_sync = time.time()
+    monkeypatch.setattr(runmarker, "CLOCK_SLACK_SECONDS", 0.2)
     first = await aiohttp_client(create_app(make_settings(data_dir)))
-    torn, intact = make_sample("pdf", 11), make_sample("png", 12)
-    assert (await first.post("/ingest", data=form([torn, intact]))).status == 200
+    older = make_sample("png", 10)
+    assert (await first.post("/ingest", data=form([older]))).status == 200
     await first.close()
+    blob_files(data_dir)[blake3_hex(older[1])].unlink()  # lost long ago: its entry must stay
+    torn, unnamed, intact, stepped = (make_sample("pdf", n)[1] for n in (11, 12, 13, 14))
+    # Renamed with a wall clock that later stepped back: its ctime falls before the window.
+    _plant_blob(data_dir, blake3_hex(stepped), stepped[: len(stepped) // 2])
+    await asyncio.sleep(0.5)
+    last_sync = time.time()
     _leave_run_marker(data_dir)
-    os.utime(data_dir / RUN_MARKER_FILENAME, (last_sync, last_sync))  # the crashed run's last completed sync
-    _plant_blob(
-        data_dir, blake3_hex(torn[1]), torn[1][: len(torn[1]) // 2]
-    )  # renamed and recorded; its bytes never landed
+    os.utime(data_dir / RUN_MARKER_FILENAME, (last_sync, last_sync))
+    _plant_blob(data_dir, blake3_hex(torn), torn[: len(torn) // 2])
+    _plant_blob(data_dir, blake3_hex(intact), intact)
+    await _record_unsynced(data_dir, [torn, unnamed, intact, stepped], at=last_sync + 0.1)
 
     second = await aiohttp_client(create_app(make_settings(data_dir)))
     body = (await reconciled(second))["reconcile"]
-    assert body["torn_sample"] == [blake3_hex(torn[1])]
-    assert body["dropped_entries"] == 1
-    assert (body["missing_blobs"], body["orphan_blobs"]) == (0, 0)
-    assert (await second.get(f"/files/{blake3_hex(torn[1])}/meta")).status == 404  # no entry left
-    assert await (await second.get(f"/files/{blake3_hex(intact[1])}")).read() == intact[1]
-    response = await second.post("/ingest", data=form([torn]))
-    assert (await response.json())["results"][0]["status"] == "stored"
-    assert await (await second.get(f"/files/{blake3_hex(torn[1])}")).read() == torn[1]
+    assert sorted(body["torn_sample"]) == sorted([blake3_hex(torn), blake3_hex(stepped)])
+    assert body["dropped_entries"] == 3
+    assert body["missing_sample"] == [blake3_hex(older[1])]
+    assert body["orphan_blobs"] == 0
+    for gone in (torn, unnamed, stepped):
+        assert (await second.get(f"/files/{blake3_hex(gone)}/meta")).status == 404  # no entry left
+    assert await (await second.get(f"/files/{blake3_hex(intact)}")).read() == intact
+    response = await second.post("/ingest", data=form([("again.pdf", torn), ("again2.pdf", stepped)]))
+    assert [r["status"] for r in (await response.json())["results"]] == ["stored", "stored"]
+    assert await (await second.get(f"/files/{blake3_hex(torn)}")).read() == torn
+
+
+async def test_a_start_that_fails_after_moving_torn_blobs_aside_keeps_the_crashed_runs_window(
+    aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check's own syncs (after the moves, the drops) must not advance the marker before it is done."""
+    await _stop_uncleanly(aiohttp_client, data_dir)
+    marker = data_dir / RUN_MARKER_FILENAME
+    crashed_run_synced = time.time() - 600
+    os.utime(marker, (crashed_run_synced, crashed_run_synced))
+    torn = make_sample("pdf", 15)[1]
+    _plant_blob(data_dir, blake3_hex(torn), torn[:10])
+    await _record_unsynced(data_dir, [torn], at=time.time())
+
+    def failing(self: RunMarker) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(RunMarker, "checked", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        await aiohttp_client(create_app(make_settings(data_dir)))
+    assert (data_dir / QUARANTINE_DIRNAME / blake3_hex(torn)).exists()  # the check did its work and synced
+    assert marker.stat().st_mtime == crashed_run_synced

@@ -77,9 +77,10 @@ class LocalBlobStore:
         if self._syncer is not None:
             self._syncer.close()
             self._syncer = None
-        if self._dirfd is not None:
-            os.close(self._dirfd)
-            self._dirfd = None
+        with self._sync_lock:  # a sync on another thread (the catalog writer's) ends first
+            if self._dirfd is not None:
+                os.close(self._dirfd)
+                self._dirfd = None
 
     def path_for(self, digest: str) -> Path:
         return self.root / digest[:FANOUT_HEX_CHARS] / digest

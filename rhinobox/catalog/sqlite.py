@@ -2,7 +2,7 @@
 
 Concurrent `record_uploads` calls are grouped: whatever is queued when the writer wakes goes into
 one transaction, their records into one multi-row statement per table, so N concurrent single-file
-requests cost one commit (one WAL fsync) and a few statements, not N of each.
+requests cost one commit (one WAL fsync, or one shared filesystem sync) and a few statements, not N of each.
 """
 
 from __future__ import annotations

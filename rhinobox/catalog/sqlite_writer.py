@@ -1,6 +1,6 @@
 """The SQLite catalog's writer: one thread that alone owns the write connection, fed by a queue.
 
-Whatever is queued when the thread wakes runs as one transaction (one commit, one WAL fsync), and its
+Whatever is queued when the thread wakes runs as one transaction (one commit, one durable step), and its
 callers are answered with one hop back to their event loop: a group of N writes costs two thread hops,
 where one aiosqlite round trip per statement cost 5 or more. With `sync`, the connection commits
 without its own fsync and the thread calls `sync` (a filesystem sync that covers the WAL too) before
@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Self, TypeVar, cast
 
-from rhinobox.errors import StorageError, storage_failure
+from rhinobox.errors import RhinoBoxError, StorageError, storage_failure
 
 __all__ = ["CLOSE_DRAIN_SECONDS", "MergeableJob", "SQLiteWriter", "WriteJob"]
 
@@ -91,6 +91,7 @@ class SQLiteWriter:
     ) -> None:
         self._connect = connect
         self._sync = sync
+        self._sync_failure: RhinoBoxError | None = None  # once set, no group runs: its rows could not be made durable
         self._name = name
         self._checkpoint_seconds = checkpoint_seconds
         self._uncheckpointed_since: float | None = None  # monotonic time of the first commit not checkpointed
@@ -270,6 +271,8 @@ class SQLiteWriter:
             self._uncheckpointed_since = began
 
     def _run_group_safely(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
+        if self._sync_failure is not None:
+            return [(entry, None, self._sync_failure) for entry in group]
         try:
             return self._made_durable(self._run_group(db, group))
         except BaseException as exc:  # a fault here must not end the thread and strand its callers
@@ -282,8 +285,13 @@ class SQLiteWriter:
             return outcomes
         try:
             self._sync()
-        except OSError as exc:
-            failure = storage_failure(exc, "make the catalog write durable")
+        except Exception as exc:
+            # A sync that failed once is never trusted again (LocalBlobStore.sync): later groups are
+            # refused before they commit, rather than committed for callers who are told they failed.
+            doing = "make the catalog write durable"
+            failure = storage_failure(exc, doing) if isinstance(exc, OSError) else StorageError(f"could not {doing}")
+            log.error("the catalog's shared sync failed: %s; refusing writes until restarted", exc)
+            self._sync_failure = failure
             return [(entry, None, error if error is not None else failure) for entry, _, error in outcomes]
         return outcomes
 

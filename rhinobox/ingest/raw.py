@@ -95,7 +95,7 @@ async def _spool(pipeline: IngestPipeline, entry: FileEntry, spooler: BlockSpool
 
 
 async def _commit(pipeline: IngestPipeline, entry: FileEntry) -> None:
-    """Rename, then one sync for the bytes and the name, exactly as multipart ingest commits (see IngestSession)."""
+    """Rename, then one sync for the bytes and the name (or none: the record's covers them), as IngestSession does."""
     store = pipeline.store
     spooled = [entry.digest] if entry.spool_path is not None and entry.digest is not None else []
     async with pipeline.pins.committing(spooled):  # one concurrent commit of new content answers `stored`
