@@ -9,9 +9,10 @@ just before a power cut may have a durable name without its bytes (catalogued to
 was stored again after its blob went missing), and no upload may be answered `duplicate` against
 it. Those whose bytes do not match their name are moved to the quarantine directory (`torn_blobs`).
 A catalog that shares the blobs' sync (`Catalog.makes_blobs_durable`) may also hold rows written just
-before the cut, whose blob's bytes or name did not land: an entry first uploaded since that last sync
-was never acknowledged, and is dropped with its uploads (`dropped_entries`). An older entry stays and
-counts as missing; the next upload of its content stores it again.
+before the cut, whose blob's bytes or name did not land: an entry first recorded since that last sync
+was never acknowledged, and is dropped with its uploads (`dropped_entries`). An older entry, or any
+entry in a catalog with its own sync (its rows follow the blobs' sync), stays and counts as missing;
+the next upload of its content stores it again.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ class ReconcileReport:
     orphan_blobs: int = 0
     missing_blobs: int = 0
     torn_blobs: int = 0  # blobs whose bytes did not match their name (or were unreadable), moved to quarantine
-    dropped_entries: int = 0  # catalog entries of torn blobs, first uploaded after the last sync: never acknowledged
+    dropped_entries: int = 0  # entries recorded after the crashed run's last sync, whose blob did not land
     orphan_sample: list[str] = field(default_factory=list)
     missing_sample: list[str] = field(default_factory=list)
     torn_sample: list[str] = field(default_factory=list)
+    dropped_sample: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,17 +79,22 @@ async def reconcile(
         on_disk = set(stored)
         del stored
         torn: set[str] = set()
+        # Entries first catalogued since the crashed run's last sync: only a catalog that shares the
+        # blobs' sync can hold one that was never acknowledged (anywhere else a row follows its sync).
+        unsynced_entries: set[str] = set()
+        if quarantine_dir is not None and changed_since is not None and catalog.makes_blobs_durable:
+            unsynced_entries = await _entries_since(catalog, changed_since)
         if quarantine_dir is not None:
-            suspects = await _suspects(store, catalog, orphans, changed_since)
-            torn = set(await corrupt_blobs(store, sorted(suspects & on_disk)))
+            suspects = await _suspects(store, orphans, changed_since)
+            torn = set(await corrupt_blobs(store, sorted((suspects | unsynced_entries) & on_disk)))
             on_disk -= torn
             orphans = [d for d in orphans if d not in torn]
         missing: list[str] = []
         async for page in catalog.iter_digests(BATCH):
             missing.extend(d for d in page if d not in on_disk)
         if quarantine_dir is not None:
-            if changed_since is not None:
-                missing = await _drop_unacknowledged(catalog, missing, changed_since, report)
+            if unsynced_entries:
+                missing = await _drop_unacknowledged(catalog, missing, unsynced_entries, report)
             # Only after the drops: a crash in between finds the torn blobs again, the window unchanged.
             await _move_aside(store, torn, quarantine_dir, report)
         # Uploads keep running meanwhile: look again at each candidate before reporting it.
@@ -107,11 +114,16 @@ async def reconcile(
         raise
     if report.torn_blobs:
         log.warning(
-            "reconciliation: moved %d blob(s) whose bytes did not match their name to %s"
-            " (%d catalog entr(ies) never acknowledged dropped)",
+            "reconciliation: moved %d blob(s) whose bytes did not match their name to %s",
             report.torn_blobs,
             quarantine_dir,
+        )
+    if report.dropped_entries:
+        log.warning(
+            "reconciliation: dropped %d catalog entr(ies) of uploads never acknowledged, whose blob did not"
+            " reach the disk before the crash: %s",
             report.dropped_entries,
+            " ".join(report.dropped_sample),
         )
     if report.orphan_blobs or report.missing_blobs:
         log.warning(
@@ -122,44 +134,49 @@ async def reconcile(
     return report
 
 
-async def _suspects(store: BlobStore, catalog: Catalog, orphans: list[str], changed_since: float | None) -> set[str]:
-    """Orphans, blobs named since `changed_since`, and blobs of entries first uploaded since then.
-
-    The entries cover a wall clock stepped back: their blobs' ctimes may then fall before the window,
-    but `first_upload_at` never goes back (the catalog clamps it to the newest entry's).
-    """
+async def _suspects(store: BlobStore, orphans: list[str], changed_since: float | None) -> set[str]:
+    """Orphans, and blobs named since `changed_since`."""
     suspects = set(orphans)
-    if changed_since is None:
-        return suspects
-    loop = asyncio.get_running_loop()
-    suspects.update(await loop.run_in_executor(None, lambda: list(store.iter_changed_since(changed_since))))
+    if changed_since is not None:
+        loop = asyncio.get_running_loop()
+        suspects.update(await loop.run_in_executor(None, lambda: list(store.iter_changed_since(changed_since))))
+    return suspects
+
+
+async def _entries_since(catalog: Catalog, changed_since: float) -> set[str]:
+    """Blobs the catalog first recorded since `changed_since` (an id range: a few index pages).
+
+    Their blobs are hashed too: after a wall clock stepped back, a blob's ctime falls before the
+    window, but its entry's `first_upload_at` does not (SQLite clamps it to the newest entry's).
+    """
+    entries: set[str] = set()
     before: int | None = None
     while True:
         page = await catalog.list_blobs(BlobQuery(since=changed_since), before=before, limit=MAX_PAGE)
-        suspects.update(blob.digest for blob in page.blobs)
+        entries.update(blob.digest for blob in page.blobs)
         if page.next_before is None:
-            return suspects
+            return entries
         before = page.next_before
 
 
 async def _drop_unacknowledged(
-    catalog: Catalog, missing: list[str], changed_since: float, report: ReconcileReport
+    catalog: Catalog, missing: list[str], unsynced_entries: set[str], report: ReconcileReport
 ) -> list[str]:
-    """Drop entries without an intact blob that were first uploaded since the last completed sync.
+    """Drop the entries without an intact blob among those first recorded since the last completed sync.
 
     Such a row was committed after that sync began, and its upload waited for a later sync that
     never completed: it was never acknowledged. Its blob's bytes (torn) or its name (missing) did
-    not reach the disk. An entry first uploaded before then was acknowledged; its blob went missing
+    not reach the disk. An entry recorded before then was acknowledged; its blob went missing
     later, so it stays and counts as missing. Returns the entries still missing.
     """
-    left = []
-    for digest in missing:
-        blob = await catalog.get_blob(digest)
-        if blob is not None and blob.first_upload_at >= changed_since and await catalog.delete_blob(digest):
+    doomed = [digest for digest in missing if digest in unsynced_entries]
+    # Submitted together: the catalog writer commits (and syncs) them as one group.
+    dropped = await asyncio.gather(*(catalog.delete_blob(digest) for digest in doomed))
+    for digest, gone in zip(doomed, dropped, strict=True):
+        if gone:
             report.dropped_entries += 1
-        else:
-            left.append(digest)
-    return left
+            _sample(report.dropped_sample, digest)
+    return [digest for digest in missing if digest not in unsynced_entries]
 
 
 async def _move_aside(store: BlobStore, torn: set[str], quarantine_dir: Path, report: ReconcileReport) -> None:

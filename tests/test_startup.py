@@ -329,6 +329,7 @@ async def test_an_unclean_start_drops_entries_never_acknowledged_whose_blob_did_
     body = (await reconciled(second))["reconcile"]
     assert sorted(body["torn_sample"]) == sorted([blake3_hex(torn), blake3_hex(stepped)])
     assert body["dropped_entries"] == 3
+    assert sorted(body["dropped_sample"]) == sorted(blake3_hex(c) for c in (torn, unnamed, stepped))
     assert body["missing_sample"] == [blake3_hex(older[1])]
     assert body["orphan_blobs"] == 0
     for gone in (torn, unnamed, stepped):
@@ -337,6 +338,24 @@ async def test_an_unclean_start_drops_entries_never_acknowledged_whose_blob_did_
     response = await second.post("/ingest", data=form([("again.pdf", torn), ("again2.pdf", stepped)]))
     assert [r["status"] for r in (await response.json())["results"]] == ["stored", "stored"]
     assert await (await second.get(f"/files/{blake3_hex(torn)}")).read() == torn
+
+
+async def test_without_the_shared_sync_an_unclean_start_drops_no_entry(
+    aiohttp_client: AiohttpClient, data_dir: Path
+) -> None:
+    """With fsync=never an answer never waited for a sync: an entry whose blob did not land was acknowledged."""
+    never = make_settings(data_dir, fsync="never")
+    first = await aiohttp_client(create_app(never))
+    await first.close()
+    _leave_run_marker(data_dir)
+    torn = make_sample("pdf", 16)[1]
+    _plant_blob(data_dir, blake3_hex(torn), torn[:10])
+    await _record_unsynced(data_dir, [torn], at=time.time())
+
+    second = await aiohttp_client(create_app(never))
+    body = (await reconciled(second))["reconcile"]
+    assert body["torn_sample"] == [blake3_hex(torn)]  # still never trusted
+    assert (body["dropped_entries"], body["missing_sample"]) == (0, [blake3_hex(torn)])
 
 
 async def test_a_start_that_fails_after_moving_torn_blobs_aside_keeps_the_crashed_runs_window(

@@ -129,7 +129,7 @@ class LocalBlobStore:
     async def flush(self) -> None:
         if self._durable and self._syncer is not None:
             if self.sync_failure is not None:
-                raise self.sync_failure
+                raise _again(self.sync_failure)
             await self._syncer.barrier()
 
     def on_durable(self, callback: Callable[[float], None]) -> None:
@@ -144,7 +144,7 @@ class LocalBlobStore:
         """Make every commit so far durable (blocking; from any thread, one sync at a time)."""
         with self._sync_lock:
             if self.sync_failure is not None:
-                raise self.sync_failure
+                raise _again(self.sync_failure)
             if self._dirfd is None:
                 raise OSError(errno.EBADF, "the blob store is closed")
             with self._lock:
@@ -231,6 +231,11 @@ class LocalBlobStore:
                 _unlink_quietly(Path(entry.path))
                 removed += 1
         return removed
+
+
+def _again(failure: OSError) -> OSError:
+    """A new error each time (one shared instance would gather every raise's traceback)."""
+    return OSError(failure.errno, failure.strerror)
 
 
 def _unlink_quietly(path: str | Path) -> None:

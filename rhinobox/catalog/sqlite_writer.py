@@ -91,7 +91,7 @@ class SQLiteWriter:
     ) -> None:
         self._connect = connect
         self._sync = sync
-        self._sync_failure: RhinoBoxError | None = None  # once set, no group runs: its rows could not be made durable
+        self._sync_failure: Exception | None = None  # once set, no group runs: its rows could not be made durable
         self._name = name
         self._checkpoint_seconds = checkpoint_seconds
         self._uncheckpointed_since: float | None = None  # monotonic time of the first commit not checkpointed
@@ -272,7 +272,7 @@ class SQLiteWriter:
 
     def _run_group_safely(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
         if self._sync_failure is not None:
-            return [(entry, None, self._sync_failure) for entry in group]
+            return [(entry, None, _durability_error(self._sync_failure)) for entry in group]
         try:
             return self._made_durable(self._run_group(db, group))
         except BaseException as exc:  # a fault here must not end the thread and strand its callers
@@ -288,11 +288,9 @@ class SQLiteWriter:
         except Exception as exc:
             # A sync that failed once is never trusted again (LocalBlobStore.sync): later groups are
             # refused before they commit, rather than committed for callers who are told they failed.
-            doing = "make the catalog write durable"
-            failure = storage_failure(exc, doing) if isinstance(exc, OSError) else StorageError(f"could not {doing}")
             log.error("the catalog's shared sync failed: %s; refusing writes until restarted", exc)
-            self._sync_failure = failure
-            return [(entry, None, error if error is not None else failure) for entry, _, error in outcomes]
+            self._sync_failure = exc
+            return [(entry, None, error or _durability_error(exc)) for entry, _, error in outcomes]
         return outcomes
 
     def _run_group(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
@@ -369,6 +367,12 @@ def _answer(outcomes: list[_Outcome]) -> None:
         by_loop.setdefault(outcome[0].loop, []).append(outcome)
     for loop, settled in by_loop.items():
         _call_soon(loop, _settle, settled)
+
+
+def _durability_error(exc: Exception) -> RhinoBoxError:
+    """A new error each time (one shared instance would gather every raise's traceback)."""
+    doing = "make the catalog write durable"
+    return storage_failure(exc, doing) if isinstance(exc, OSError) else StorageError(f"could not {doing} ({exc})")
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[Any], None], arg: object) -> None:

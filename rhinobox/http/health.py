@@ -2,7 +2,7 @@
 
 It needs no token (load balancers probe it), so with auth on it says only how many blobs
 reconciliation found orphaned, missing or torn; the hashes themselves (`orphan_sample`,
-`missing_sample`, `torn_sample`) are shown only when auth is off or the probe presents a valid token.
+`missing_sample`, `torn_sample`, `dropped_sample`) are shown only when auth is off or the probe presents a valid token.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rhinobox.http.keys import API_TOKENS, CATALOG, RECONCILE, STORE
 
 __all__ = ["healthz"]
 
-SAMPLE_FIELDS: Final = ("orphan_sample", "missing_sample", "torn_sample")
+SAMPLE_FIELDS: Final = ("orphan_sample", "missing_sample", "torn_sample", "dropped_sample")
 
 
 async def healthz(request: web.Request) -> web.Response:
