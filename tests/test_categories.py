@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -197,3 +200,30 @@ async def test_deeply_nested_rule_set_is_400_and_old_rules_stay(client: Client) 
     assert error["code"] == "invalid_rules"
     assert "nested" in error["message"]
     assert await (await client.get("/categories")).json() == before
+
+
+@pytest.mark.parametrize(
+    ("saved", "says"),
+    [
+        (b"{not json", "is not valid JSON"),
+        (b"\xff\xfe{}", "is not UTF-8 text"),
+        (b'{"bogus": 1}', "are not valid: unknown keys: bogus"),
+    ],
+)
+def test_saved_rules_edited_into_nonsense_stop_the_start_with_a_clear_message(
+    tmp_path: Path, saved: bytes, says: str
+) -> None:
+    """A real `rhinobox serve`: one line naming the file and the fault, exit 1, no traceback, nothing served."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "categories.json").write_bytes(saved)
+    env = {**os.environ, "RHINOBOX_DATA_DIR": str(data_dir), "RHINOBOX_ADDR": "127.0.0.1:0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "rhinobox", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert says in result.stderr
+    assert str(data_dir / "categories.json") in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stdout.lower()
+    assert (data_dir / "categories.json").read_bytes() == saved  # left for the operator to fix

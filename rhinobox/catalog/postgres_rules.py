@@ -45,6 +45,10 @@ class PostgresRulesStore(PooledStore):
     schema_lock = SCHEMA_LOCK
     schema = _SCHEMA
 
+    @property
+    def location(self) -> str:
+        return "the category_rules table of the PostgreSQL catalog"
+
     async def load(self) -> StoredRules | None:
         row = await self._db().fetchrow("SELECT version, document FROM category_rules WHERE id = 1")
         if row is None:

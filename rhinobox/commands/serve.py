@@ -19,6 +19,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     from rhinobox.datadir import DataDirLocked
+    from rhinobox.errors import InvalidRules
     from rhinobox.server import serve
 
     settings = settings_from_args(args)
@@ -27,4 +28,7 @@ def run(args: argparse.Namespace) -> int:
         return serve(settings)
     except DataDirLocked as exc:
         print(f"rhinobox: {exc}", file=sys.stderr)
+        return 1
+    except InvalidRules as exc:  # saved rules edited by hand: nothing was served with the wrong ones
+        print(f"rhinobox: {exc}; fix the rules, or remove them to start with the defaults", file=sys.stderr)
         return 1

@@ -189,13 +189,13 @@ class Categorizer:
         """Rules saved in the data directory by a previous replacement, else the defaults (blocking)."""
         store = FileRulesStore.in_data_dir(data_dir)
         saved = store.read()
-        return cls(_parse_saved(saved), store, saved.version if saved else 0)
+        return cls(_parse_saved(saved, store), store, saved.version if saved else 0)
 
     @classmethod
     async def open(cls, store: RulesStore) -> Categorizer:
         """Rules saved in `store`, else the defaults."""
         saved = await store.load()
-        return cls(_parse_saved(saved), store, saved.version if saved else 0)
+        return cls(_parse_saved(saved, store), store, saved.version if saved else 0)
 
     @property
     def version(self) -> int:
@@ -247,5 +247,10 @@ class Categorizer:
             self._rules, self._version = rules, version
 
 
-def _parse_saved(saved: StoredRules | None) -> CategoryRules:
-    return CategoryRules.parse(saved.document if saved is not None else dict(DEFAULT_RULES))
+def _parse_saved(saved: StoredRules | None, store: RulesStore) -> CategoryRules:
+    if saved is None:
+        return CategoryRules.parse(dict(DEFAULT_RULES))
+    try:
+        return CategoryRules.parse(saved.document)
+    except InvalidRules as exc:
+        raise InvalidRules(f"the category rules saved in {store.location} are not valid: {exc}") from None

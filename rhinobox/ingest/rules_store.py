@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from rhinobox.errors import InvalidRules
+
 __all__ = ["RULES_FILENAME", "RULES_POLL_INTERVAL", "FileRulesStore", "RulesStore", "StoredRules"]
 
 RULES_FILENAME: Final = "categories.json"
@@ -34,6 +36,11 @@ class RulesStore(Protocol):
     @property
     def shared(self) -> bool:
         """True when other processes may change the rules (so a node polls `version`)."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where the rules are kept, for an operator reading an error."""
         ...
 
     async def open(self) -> None: ...
@@ -61,6 +68,10 @@ class FileRulesStore:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> FileRulesStore:
         return cls(data_dir / RULES_FILENAME)
@@ -78,7 +89,12 @@ class FileRulesStore:
             version = self.path.stat().st_mtime_ns
         except FileNotFoundError:
             return None
-        return StoredRules(json.loads(text), version)
+        except UnicodeDecodeError as exc:
+            raise InvalidRules(f"{self.path} is not UTF-8 text ({exc.reason})") from None
+        try:
+            return StoredRules(json.loads(text), version)
+        except json.JSONDecodeError as exc:  # edited by hand: say where, not a traceback
+            raise InvalidRules(f"{self.path} is not valid JSON ({exc})") from None
 
     def write(self, document: Mapping[str, Any]) -> int:
         """Blocking `save`."""
