@@ -118,6 +118,15 @@ async def _stop_uncleanly(aiohttp_client: AiohttpClient, data_dir: Path) -> None
     _leave_run_marker(data_dir)
 
 
+async def _crashed_long_ago(aiohttp_client: AiohttpClient, data_dir: Path) -> tuple[Path, float]:
+    """A run that stopped uncleanly, its last completed sync ten minutes ago: (its marker, that time)."""
+    await _stop_uncleanly(aiohttp_client, data_dir)
+    marker = data_dir / RUN_MARKER_FILENAME
+    synced = time.time() - 600
+    os.utime(marker, (synced, synced))
+    return marker, synced
+
+
 def _plant_blob(data_dir: Path, digest: str, content: bytes) -> Path:
     """Name a blob as the server does: written elsewhere, then renamed in (replacing any lost copy)."""
     path = data_dir / "blobs" / digest[:2] / digest
@@ -209,10 +218,7 @@ async def test_a_start_whose_check_fails_keeps_the_run_marker(
     aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It keeps the crashed run's time too: the next start must check the same window, not a shorter one."""
-    await _stop_uncleanly(aiohttp_client, data_dir)
-    marker = data_dir / RUN_MARKER_FILENAME
-    crashed_run_synced = time.time() - 600
-    os.utime(marker, (crashed_run_synced, crashed_run_synced))
+    marker, crashed_run_synced = await _crashed_long_ago(aiohttp_client, data_dir)
 
     async def failing(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
@@ -362,10 +368,7 @@ async def test_a_start_that_fails_after_moving_torn_blobs_aside_keeps_the_crashe
     aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The check's own syncs (after the moves, the drops) must not advance the marker before it is done."""
-    await _stop_uncleanly(aiohttp_client, data_dir)
-    marker = data_dir / RUN_MARKER_FILENAME
-    crashed_run_synced = time.time() - 600
-    os.utime(marker, (crashed_run_synced, crashed_run_synced))
+    marker, crashed_run_synced = await _crashed_long_ago(aiohttp_client, data_dir)
     torn = make_sample("pdf", 15)[1]
     _plant_blob(data_dir, blake3_hex(torn), torn[:10])
     await _record_unsynced(data_dir, [torn], at=time.time())
