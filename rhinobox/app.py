@@ -104,7 +104,8 @@ async def _opened_store(settings: Settings) -> AsyncIterator[tuple[BlobStore, in
             log.warning("removed %d spool file(s) left by an earlier run", stale)
         yield store, stale
     finally:
-        store.close()
+        # Off the loop: a local store's close waits for a sync another thread may still be running.
+        await loop.run_in_executor(None, store.close)
     if store.sync_failure is not None:
         raise store.sync_failure  # not a clean stop: the run marker stays, the next start checks the store
 
