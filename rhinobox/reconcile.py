@@ -64,8 +64,9 @@ async def reconcile(
 ) -> ReconcileReport:
     """Compare the blob store with the catalog, filling `report` as it goes (usually in the background).
 
-    With `quarantine_dir`, orphans and blobs named since `changed_since` are hashed and the torn ones
-    moved there first.
+    With `quarantine_dir` (after an unclean stop), orphans, blobs named since `changed_since` and,
+    where the catalog shares the blobs' sync, blobs of entries first recorded since then are hashed;
+    entries of that window without an intact blob are dropped, then the torn blobs are moved there.
     """
     report.state = "running"
     try:
@@ -118,13 +119,6 @@ async def reconcile(
             report.torn_blobs,
             quarantine_dir,
         )
-    if report.dropped_entries:
-        log.warning(
-            "reconciliation: dropped %d catalog entr(ies) of uploads never acknowledged, whose blob did not"
-            " reach the disk before the crash: %s",
-            report.dropped_entries,
-            " ".join(report.dropped_sample),
-        )
     if report.orphan_blobs or report.missing_blobs:
         log.warning(
             "reconciliation: %d blob(s) without catalog entry, %d catalog entr(ies) without blob",
@@ -166,16 +160,24 @@ async def _drop_unacknowledged(
 
     Such a row was committed after that sync began, and its upload waited for a later sync that
     never completed: it was never acknowledged. Its blob's bytes (torn) or its name (missing) did
-    not reach the disk. An entry recorded before then was acknowledged; its blob went missing
-    later, so it stays and counts as missing. Returns the entries still missing.
+    not reach the disk. (The window reaches a few seconds further back, for the clock's slack and
+    the marker's once-a-second updates: an entry acknowledged in those seconds is dropped too, but
+    only if its synced blob has since gone missing or bad, when it would otherwise count as missing.)
+    An entry recorded before then stays and counts as missing. Returns the entries still missing.
     """
     doomed = [digest for digest in missing if digest in unsynced_entries]
     # Submitted together: the catalog writer commits (and syncs) them as one group.
     dropped = await asyncio.gather(*(catalog.delete_blob(digest) for digest in doomed))
-    for digest, gone in zip(doomed, dropped, strict=True):
-        if gone:
-            report.dropped_entries += 1
-            _sample(report.dropped_sample, digest)
+    gone = [digest for digest, existed in zip(doomed, dropped, strict=True) if existed]
+    for digest in gone:
+        report.dropped_entries += 1
+        _sample(report.dropped_sample, digest)
+    if gone:  # every hash, not a sample: the names and comments of these uploads are gone for good
+        log.warning(
+            "reconciliation: dropped %d catalog entr(ies) whose blob did not reach the disk before the crash: %s",
+            len(gone),
+            " ".join(gone),
+        )
     return [digest for digest in missing if digest not in unsynced_entries]
 
 

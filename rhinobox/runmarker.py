@@ -4,7 +4,8 @@ Why it matters: with `RHINOBOX_FSYNC=always` a blob is renamed into place before
 that makes both its bytes and its name durable (one sync per group of requests, not two). A power
 cut between the rename and that sync can leave a name whose bytes never reached the disk. So after
 an unclean stop the start-up hashes, before serving, every blob without a catalog row and every blob
-named since the marker's modification time (`rhinobox.reconcile`): after each sync the marker's
+named (or, with a SQLite catalog sharing the sync, first catalogued) since the marker's modification
+time (`rhinobox.reconcile`): after each sync the marker's
 mtime is moved up to the time that sync began (at most once a second), so it says "every blob named
 before this is durable". After a clean stop nothing needs hashing: the stop synced everything
 before removing the marker.
@@ -85,7 +86,8 @@ class RunMarker:
     def advance(self, synced_before: float) -> None:
         """Record that every blob named before `synced_before` is durable (made durable by the next sync).
 
-        Called on the sync thread after each successful sync; writes at most once a second.
+        Called after each successful sync, on whichever thread ran it (the blob store's sync thread,
+        or the catalog writer's when they share the sync); writes at most once a second.
         """
         if synced_before - self._advanced >= ADVANCE_SECONDS:
             self._set_time(synced_before)

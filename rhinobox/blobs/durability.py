@@ -21,7 +21,6 @@ class GroupSyncer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rhinobox-sync")
         self._running: asyncio.Future[None] | None = None
         self._next: asyncio.Future[None] | None = None
-        self.rounds = 0
 
     async def barrier(self) -> None:
         """Wait until everything written before this call is on stable storage."""
@@ -44,7 +43,6 @@ class GroupSyncer:
     def _finish_round(
         self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None], task: asyncio.Future[None]
     ) -> None:
-        self.rounds += 1
         self._running = None
         error = task.exception()
         if not done.done():

@@ -168,7 +168,8 @@ class SQLiteWriter:
         """Refuse new writes, let the queued ones commit, and join the thread.
 
         Writes still unanswered after `drain_seconds` (a job or a lock that will not finish) fail with
-        a StorageError, so no caller waits on a writer that is going away.
+        a StorageError, so no caller waits on a writer that is going away; a write already committed
+        is answered by the thread, after its `sync` if there is one.
         """
         loop = asyncio.get_running_loop()
         stopped: asyncio.Future[None] = loop.create_future()
