@@ -339,6 +339,43 @@ def test_catalog_concurrent_single_records(benchmark: Any, tmp_path: Path, durab
           f"mean wait {mean * 1000:.2f} ms")  # fmt: skip
 
 
+@pytest.mark.parametrize("group", [1, 10, 1000], ids=lambda g: f"rows={g}")
+def test_catalog_cost_per_row_by_group(benchmark: Any, tmp_path: Path, group: int) -> None:
+    """5,000 rows recorded `group` per commit: what one row costs when commits hold few or many.
+
+    Single-file requests at a moderate rate commit alone; a batch commits 1,000 rows at once. Most
+    of the difference is per commit (the name index's new segment, the WAL frames), not per row.
+    """
+    rows = 5000
+
+    def records(first: int) -> list[UploadRecord]:
+        names = [f"camera-{i:07d}.jpg" for i in range(first, first + group)]
+        return [
+            UploadRecord(blake3.blake3(n.encode()).hexdigest(), SMALL, "image/jpeg", "images/jpeg", "images/jpeg",
+                         n, None, None, None, 0.0)
+            for n in names
+        ]  # fmt: skip
+
+    async def scenario() -> tuple[float, float]:
+        catalog = SQLiteCatalog(tmp_path / f"rows-{time.monotonic_ns()}.sqlite3", durable=False)
+        await catalog.open()
+        try:
+            batches = [records(first) for first in range(0, rows, group)]
+            cpu, start = time.process_time(), time.perf_counter()
+            for batch in batches:
+                await catalog.record_uploads(batch)
+            return time.perf_counter() - start, time.process_time() - cpu
+        finally:
+            await catalog.close()
+
+    out: list[tuple[float, float]] = []
+    benchmark.pedantic(lambda: out.append(uvloop.run(scenario())), rounds=1)
+    seconds, cpu = out[-1]
+    benchmark.extra_info.update(us_per_row=seconds / rows * 1e6, cpu_us_per_row=cpu / rows * 1e6)
+    print(f"\ncatalog {rows} rows, {group} per commit: {seconds / rows * 1e6:.1f} us per row, "
+          f"{cpu / rows * 1e6:.1f} us of process CPU per row")  # fmt: skip
+
+
 # -- multipart framing -----------------------------------------------------------------------
 
 BOUNDARY: Final = b"----rhinoboxbench7MA4YWxkTrZu0gW"
