@@ -10,7 +10,7 @@ import aiosqlite
 import pytest
 
 from rhinobox.catalog.base import BlobQuery
-from rhinobox.catalog.sqlite import SQLiteCatalog, _listing_sql
+from rhinobox.catalog.sqlite import WAL_BACKSTOP_PAGES, SQLiteCatalog, _listing_sql
 from rhinobox.catalog.sqlite_schema import MIGRATIONS
 from tests.catalog_contract import *  # noqa: F403 - the contract's tests run against this backend
 from tests.catalog_contract import T0, digest, upload
@@ -192,10 +192,14 @@ async def test_the_wal_starts_over_under_a_steady_stream_of_writes(tmp_path: Pat
         stop.set()
         await asyncio.gather(*writers)
         wal_mib = max(wal_bytes) / 2**20
-        # Every 50 ms idle or 200 ms busy: about 25 here, the WAL at 12-25 MiB. A checkpoint on another
-        # connection once a second left 3-4, with the WAL grown to the 80 MiB backstop.
+        backstop_mib = WAL_BACKSTOP_PAGES * 4096 / 2**20
+        # Every 50 ms idle or 200 ms busy: about 25 here, the WAL at 11-25 MiB (44 once, while the disk
+        # was busy with another job: its size follows the write rate and stalls, so the bound is the
+        # backstop's). A checkpoint on another connection once a second left 3-4, with the WAL at the backstop.
         assert len(salts) >= 8, f"the WAL started over {len(salts) - 1} time(s) in 1.5 s; it reached {wal_mib:.0f} MiB"
-        assert wal_mib < 40, "the WAL grew towards the autocheckpoint backstop"
+        assert wal_mib < 0.75 * backstop_mib, (
+            f"the WAL grew to {wal_mib:.0f} MiB, towards the {backstop_mib:.0f} MiB backstop"
+        )
     finally:
         await catalog.close()
 
