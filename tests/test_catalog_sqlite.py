@@ -192,7 +192,7 @@ async def test_the_wal_starts_over_under_a_steady_stream_of_writes(tmp_path: Pat
         stop.set()
         await asyncio.gather(*writers)
         wal_mib = max(wal_bytes) / 2**20
-        backstop_mib = WAL_BACKSTOP_PAGES * 4096 / 2**20
+        backstop_mib = WAL_BACKSTOP_PAGES * 4096 / 2**20  # SQLite's default page size; frame headers left out
         # Every 50 ms idle or 200 ms busy: about 25 here, the WAL at 11-25 MiB (44 once, while the disk
         # was busy with another job: its size follows the write rate and stalls, so the bound is the
         # backstop's). A checkpoint on another connection once a second left 3-4, with the WAL at the backstop.
