@@ -157,7 +157,7 @@ def _store_batch(
     _run(pool, threads, lambda i: _write_file(temps[i], batch[i], ring), len(batch))
     _run(pool, threads, lambda i: os.rename(temps[i], finals[i]), len(batch))
     if sync:
-        sync_filesystem(dirfd)  # one sync for the bytes and the names, as RhinoBox since round 6
+        sync_filesystem(dirfd)  # one sync for the bytes and the names, as RhinoBox does
 
 
 def _run(pool: ThreadPoolExecutor | None, threads: int, step: Callable[[int], object], count: int) -> None:
@@ -183,7 +183,7 @@ def hash_floor(files: Sequence[FileLike], ring: Sequence[bytes] = ()) -> float:
 def pack_floor(root: Path, batches: Sequence[Sequence[bytes]], *, sync: bool) -> float:
     """Seconds to append every batch to one pack file (plus a small index file per batch) and sync.
 
-    The figure for the packing proposal in docs/performance.md: what small blobs would cost if they
+    The figure for the packing proposal in docs/dev/performance-log.md: what small blobs would cost if they
     were appended to large files (as SeaweedFS volumes or Perkeep's blobpacked do) instead of one
     file each.
     """

@@ -1,7 +1,8 @@
 """Reproducible upload workloads: seeded file contents and the multipart bodies that carry them.
 
-Every figure in docs/performance.md comes from bytes this module generates from a seed, so a run can
-be repeated exactly; files are distinct unless a scenario says otherwise.
+Every figure in docs/performance.md and docs/dev/performance-log.md comes from bytes this module
+generates from a seed, so a run can be repeated exactly; files are distinct unless a scenario says
+otherwise.
 """
 
 from __future__ import annotations

@@ -147,9 +147,10 @@ async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """A ready-to-run aiohttp application for `settings`."""
     # Outermost first: the request id covers everything; metrics see the final status; auth runs inside
-    # error_middleware so its refusals (and 404s behind it) get the JSON error shape.
+    # error_middleware so its refusals (and 404s behind it) get the JSON error shape. Bodies are never
+    # decompressed by aiohttp: a compressed upload is refused whole (rhinobox.http.bodies), not unpacked.
     app = web.Application(
-        handler_args={"read_bufsize": READ_BUFSIZE},
+        handler_args={"read_bufsize": READ_BUFSIZE, "auto_decompress": False},
         middlewares=[request_id_middleware, metrics_middleware, error_middleware, auth_middleware],
     )
     app[SETTINGS] = settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rhinobox.blobs.layout import SPOOL_DIRNAME
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.blobs.s3 import S3BlobStore, parse_s3_url
 from rhinobox.blobs.store import BlobStore
@@ -24,10 +25,17 @@ from rhinobox.jobs.sqlite import job_store_for
 from rhinobox.jobs.store import JobStore
 from rhinobox.settings import FsyncMode, Settings, SettingsError
 
-__all__ = ["POSTGRES_SCHEMES", "make_arbiter", "make_blob_store", "make_catalog", "make_job_store", "make_rules_store"]
+__all__ = [
+    "POSTGRES_SCHEMES",
+    "make_arbiter",
+    "make_blob_store",
+    "make_catalog",
+    "make_job_store",
+    "make_rules_store",
+    "s3_secret_key",
+]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-SPOOL_DIRNAME = "tmp"
 
 
 def make_blob_store(settings: Settings) -> BlobStore:
@@ -47,8 +55,25 @@ def make_blob_store(settings: Settings) -> BlobStore:
         endpoint=settings.s3_endpoint,
         region=settings.s3_region,
         access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
+        secret_key=s3_secret_key(settings),
     )
+
+
+def s3_secret_key(settings: Settings) -> str:
+    """The S3 secret key, from `RHINOBOX_S3_SECRET_KEY` or the file `RHINOBOX_S3_SECRET_KEY_FILE` names."""
+    if not settings.s3_secret_key_file:
+        return settings.s3_secret_key
+    if settings.s3_secret_key:
+        raise SettingsError("RHINOBOX_S3_SECRET_KEY_FILE: set it or RHINOBOX_S3_SECRET_KEY, not both")
+    try:
+        secret = Path(settings.s3_secret_key_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"RHINOBOX_S3_SECRET_KEY_FILE: cannot read {settings.s3_secret_key_file!r}: {exc}"
+        ) from None
+    if not secret:
+        raise SettingsError(f"RHINOBOX_S3_SECRET_KEY_FILE: {settings.s3_secret_key_file!r} is empty")
+    return secret
 
 
 def make_catalog(settings: Settings, store: BlobStore | None = None) -> Catalog:

@@ -30,6 +30,7 @@ __all__ = [
     "TooManyFiles",
     "TooManyHashes",
     "Unauthorized",
+    "UnsupportedEncoding",
     "UploadTimeout",
     "storage_failure",
 ]
@@ -176,3 +177,10 @@ class PreconditionFailed(RhinoBoxError):
 class UploadTimeout(RhinoBoxError):
     code = "upload_timeout"
     default_message = "the client stopped sending the upload"
+
+
+class UnsupportedEncoding(RhinoBoxError):
+    """A compressed request body: unpacking it could turn a few KB into gigabytes past every limit."""
+
+    code = "unsupported_encoding"
+    default_message = "request bodies must not be compressed (Content-Encoding: identity or none)"

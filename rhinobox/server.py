@@ -25,6 +25,7 @@ from aiohttp import web
 from rhinobox.app import create_app
 from rhinobox.http.access_log import ACCESS_LOGGER, JsonAccessLogger
 from rhinobox.http.errors import Handler
+from rhinobox.http.protocol_errors import JsonErrorServer
 from rhinobox.settings import Settings
 
 __all__ = ["LISTENING_BANNER", "serve"]
@@ -90,6 +91,12 @@ class GracefulRunner(web.AppRunner):
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._shutdown_sent = False
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds the Server itself; only its connection handler differs, so the class is swapped.
+        server.__class__ = JsonErrorServer
+        return server
 
     async def shutdown(self) -> None:
         if not self._shutdown_sent:

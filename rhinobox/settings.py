@@ -1,17 +1,20 @@
 """Every tunable of RhinoBox, as data: one frozen `Settings` built from `RHINOBOX_*` variables and flags.
 
-A setting is declared once in `SETTINGS` (name, default, help, parser); the environment, the CLI and
-docs/configuration.md all derive from that table, and a bad value fails at start naming its variable.
+Each setting is declared once, as a field of `Settings` with its default (as text), help and parser;
+`SETTINGS`, the environment names, the CLI flags and the table in docs/configuration.md
+(`python -m rhinobox.settings_docs`) all derive from those fields. A bad value fails at start naming its
+variable. Secrets are never CLI flags (any local user can read a command line) and never shown by `repr`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "ENV_PREFIX",
@@ -24,6 +27,10 @@ __all__ = [
 
 ENV_PREFIX: Final = "RHINOBOX_"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+MASK: Final = "***"  # what repr shows instead of a secret
+_SPEC: Final = "rhinobox.setting"  # the key of a field's SettingSpec in its metadata
+
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -97,76 +104,128 @@ def _parse_tokens(raw: str) -> tuple[str, ...]:
     return tuple(token.strip() for token in raw.split(",") if token.strip())
 
 
-def _default_workers() -> int:
-    return max(2, (os.cpu_count() or 1) * 2)
+def _parse_workers(raw: str) -> int:
+    """Empty means two per core (at least 2): the pool overlaps libmagic and syscalls, which let go of the GIL."""
+    if not raw.strip():
+        return max(2, (os.cpu_count() or 1) * 2)
+    return _parse_int(1, 1024)(raw)
+
+
+def _without_password(value: str) -> str:
+    """`value` with the password of a URL (`scheme://user:secret@host/...`) masked; anything else as is."""
+    if "@" not in value or "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return value
+    if not password:
+        return value
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hostinfo}"))
 
 
 @dataclass(frozen=True, slots=True)
 class SettingSpec:
-    """One setting: its field name, default (as text), help and parser."""
+    """One setting: its field name, default (as text), help, parser, and whether its value is a secret.
+
+    A secret has no CLI flag and is masked by `repr(Settings)`; `secret_file` names the setting that
+    reads it from a file instead. `shown_default` is the docs' text for a default that is computed.
+    """
 
     name: str
     default: str
     help: str
     parse: Callable[[str], object]
+    secret: bool = False
+    secret_file: str = ""
+    shown_default: str = ""
 
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
     @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+    def flag(self) -> str | None:
+        """The CLI flag, or None for a secret (a command line is readable by every local user)."""
+        return None if self.secret else "--" + self.name.replace("_", "-")
+
+    @property
+    def default_text(self) -> str:
+        return self.shown_default or self.default
+
+    def masked(self, value: object) -> object:
+        """`value` as `repr` may show it: a secret as `***` (empty stays empty), a URL without its password."""
+        if self.secret:
+            return MASK if value else value
+        return _without_password(value) if isinstance(value, str) else value
 
 
-SETTINGS: Final[tuple[SettingSpec, ...]] = (
-    SettingSpec("addr", "127.0.0.1:8090", "Address to listen on, HOST:PORT (port 0 picks a free one).", _parse_addr),
-    SettingSpec("data_dir", "./data", "Directory for blobs, spool files and the SQLite catalog.", _parse_path),
-    SettingSpec("max_upload_mb", "512", "Largest accepted file, in MiB (enforced while streaming).", _parse_int(1)),
-    SettingSpec("max_files_per_request", "10000", "Most file parts accepted in one request.", _parse_int(1)),
-    SettingSpec("workers", "", "Worker threads for batch ingest (default: cores x 2).", _parse_int(1, 1024)),
-    SettingSpec("queue_size", "10000", "Files that may wait for a worker before ingest answers 503.", _parse_int(1)),
-    SettingSpec("fsync", "always", "Durability: `always` (answer after bytes are on disk) or `never`.", _parse_fsync),
-    SettingSpec("log_level", "info", "Log level: debug, info, warning or error.", _parse_choice(LOG_LEVELS)),
-    SettingSpec("min_free_mb", "256", "Ingest answers 507 below this much free disk (MiB).", _parse_int(0)),
-    SettingSpec("shutdown_timeout", "30", "Seconds in-flight requests get to finish on SIGTERM.", _parse_float(0)),
-    SettingSpec("accel_redirect", "", "nginx internal location for X-Accel-Redirect downloads.", _parse_str),
-    SettingSpec("api_tokens", "", "API tokens, comma-separated: `TOKEN`, `TOKEN:ro` or `TOKEN:rw`.", _parse_tokens),
-    SettingSpec("api_token_file", "", "File with one API token per line (same syntax as api_tokens).", _parse_str),
-    SettingSpec("catalog", "", "Catalog URL: empty for SQLite in the data dir, or postgresql://...", _parse_str),
-    SettingSpec("blobs", "", "Blob store URL: empty for the data dir, or s3://bucket/prefix.", _parse_str),
-    SettingSpec("s3_endpoint", "", "S3 endpoint URL for an S3-compatible store (empty: AWS).", _parse_str),
-    SettingSpec("s3_region", "us-east-1", "S3 region.", _parse_str),
-    SettingSpec("s3_access_key", "", "S3 access key id.", _parse_str),
-    SettingSpec("s3_secret_key", "", "S3 secret access key.", _parse_str),
-    SettingSpec("job_ttl", "86400", "Seconds finished async ingest jobs stay readable.", _parse_int(1)),
-)
+def _setting(
+    default: str,
+    help: str,
+    parse: Callable[[str], T],
+    *,
+    secret: bool = False,
+    secret_file: str = "",
+    shown_default: str = "",
+) -> T:
+    """A `Settings` field whose default is `parse(default)`: the text is the one source of the default."""
+    spec = SettingSpec("", default, help, parse, secret, secret_file, shown_default)
+    return field(default=parse(default), metadata={_SPEC: spec})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The running configuration; built once at start and passed down, never global."""
 
-    addr: tuple[str, int] = ("127.0.0.1", 8090)
-    data_dir: Path = Path("./data")
-    max_upload_mb: int = 512
-    max_files_per_request: int = 10_000
-    workers: int = 4
-    queue_size: int = 10_000
-    fsync: FsyncMode = FsyncMode.ALWAYS
-    log_level: str = "info"
-    min_free_mb: int = 256
-    shutdown_timeout: float = 30.0
-    accel_redirect: str = ""
-    api_tokens: tuple[str, ...] = ()
-    api_token_file: str = ""
-    catalog: str = ""
-    blobs: str = ""
-    s3_endpoint: str = ""
-    s3_region: str = "us-east-1"
-    s3_access_key: str = ""
-    s3_secret_key: str = ""
-    job_ttl: int = 86_400
+    # Each `_setting(...)` is a `dataclasses.Field` whose default is evaluated once, here.
+
+    addr: tuple[str, int] = _setting(
+        "127.0.0.1:8090", "Address to listen on, HOST:PORT (port 0 picks a free one).", _parse_addr
+    )
+    data_dir: Path = _setting("./data", "Directory for blobs, spool files and the SQLite catalog.", _parse_path)
+    max_upload_mb: int = _setting("512", "Largest accepted file, in MiB (enforced while streaming).", _parse_int(1))
+    max_files_per_request: int = _setting("10000", "Most file parts accepted in one request.", _parse_int(1))
+    workers: int = _setting(
+        "", "Worker threads for batch ingest (default: cores x 2).", _parse_workers, shown_default="cores x 2"
+    )
+    queue_size: int = _setting("10000", "Files that may wait for a worker before ingest answers 503.", _parse_int(1))
+    fsync: FsyncMode = _setting(
+        "always", "Durability: `always` (answer after bytes are on disk) or `never`.", _parse_fsync
+    )
+    log_level: str = _setting("info", "Log level: debug, info, warning or error.", _parse_choice(LOG_LEVELS))
+    min_free_mb: int = _setting("256", "Ingest answers 507 below this much free disk (MiB).", _parse_int(0))
+    shutdown_timeout: float = _setting("30", "Seconds in-flight requests get to finish on SIGTERM.", _parse_float(0))
+    accel_redirect: str = _setting("", "nginx internal location for X-Accel-Redirect downloads.", _parse_str)
+    api_tokens: tuple[str, ...] = _setting(
+        "",
+        "API tokens, comma-separated: `TOKEN`, `TOKEN:ro` or `TOKEN:rw`.",
+        _parse_tokens,
+        secret=True,
+        secret_file="api_token_file",
+    )
+    api_token_file: str = _setting(
+        "", "File with one API token per line (same syntax as api_tokens; `#` lines are comments).", _parse_str
+    )
+    catalog: str = _setting(
+        "",
+        "Catalog URL: empty for SQLite in the data dir, or postgresql://... (password: PGPASSWORD or ~/.pgpass).",
+        _parse_str,
+    )
+    blobs: str = _setting("", "Blob store URL: empty for the data dir, or s3://bucket/prefix.", _parse_str)
+    s3_endpoint: str = _setting("", "S3 endpoint URL for an S3-compatible store (empty: AWS).", _parse_str)
+    s3_region: str = _setting("us-east-1", "S3 region.", _parse_str)
+    s3_access_key: str = _setting("", "S3 access key id.", _parse_str)
+    s3_secret_key: str = _setting(
+        "", "S3 secret access key.", _parse_str, secret=True, secret_file="s3_secret_key_file"
+    )
+    s3_secret_key_file: str = _setting(
+        "", "File holding the S3 secret access key (surrounding whitespace is ignored).", _parse_str
+    )
+    job_ttl: int = _setting("86400", "Seconds finished async ingest jobs stay readable.", _parse_int(1))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -180,27 +239,31 @@ class Settings:
     def port(self) -> int:
         return self.addr[1]
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{spec.name}={spec.masked(getattr(self, spec.name))!r}" for spec in SETTINGS)
+        return f"{type(self).__name__}({shown})"
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from defaults, then the environment, then explicit overrides (CLI flags)."""
+        """Build settings from defaults, then the environment, then explicit overrides (CLI flags).
+
+        `overrides` may name any setting, secrets included (callers in Python); the CLI offers no flag
+        for a secret.
+        """
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for spec in SETTINGS:
-            raw = spec.default
-            source = "default"
+            raw, source = spec.default, spec.env
             if spec.env in env:
-                raw, source = env[spec.env], spec.env
+                raw = env[spec.env]
             if overrides and overrides.get(spec.name) is not None:
-                raw, source = overrides[spec.name], spec.flag
-            if spec.name == "workers" and raw == "":
-                values[spec.name] = _default_workers()
-                continue
+                raw, source = overrides[spec.name], spec.flag or spec.name
             try:
                 values[spec.name] = spec.parse(raw)
             except ValueError as exc:
-                where = spec.env if source == "default" else source
-                raise SettingsError(f"{where}: invalid value {raw!r}: {exc}") from None
+                shown = MASK if spec.secret else repr(raw)
+                raise SettingsError(f"{source}: invalid value {shown}: {exc}") from None
         return cls(**values)  # type: ignore[arg-type]
 
 
-assert {spec.name for spec in SETTINGS} == {f.name for f in fields(Settings)}, "SETTINGS and Settings disagree"
+SETTINGS: Final[tuple[SettingSpec, ...]] = tuple(replace(f.metadata[_SPEC], name=f.name) for f in fields(Settings))

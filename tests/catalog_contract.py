@@ -7,6 +7,7 @@ these tests in with `from tests.catalog_contract import *`.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from rhinobox.catalog.base import MAX_PAGE, BlobQuery, Catalog, UploadRecord
 
@@ -20,6 +21,7 @@ __all__ = [
     "test_listing_pages_newest_first",
     "test_listing_stays_correct_while_inserting",
     "test_name_filter_is_literal_and_case_insensitive",
+    "test_filters_with_characters_no_name_holds_match_nothing",
     "test_name_filter_special_characters",
     "test_name_filter_with_other_filters",
     "test_rare_name_pages_stay_correct_while_inserting",
@@ -139,8 +141,8 @@ async def test_listing_filters(catalog: Catalog) -> None:
         ],
     )
 
-    async def matching(**filters: object) -> list[int]:
-        found = await all_pages(catalog, BlobQuery(**filters), limit=2)  # type: ignore[arg-type]
+    async def matching(**filters: Any) -> list[int]:
+        found = await all_pages(catalog, BlobQuery(**filters), limit=2)
         return [n for n in range(1, 6) if digest(n) in found]
 
     assert await matching(category="images") == [1, 2, 5]
@@ -240,8 +242,8 @@ async def test_name_filter_with_other_filters(catalog: Catalog) -> None:
     )
     await catalog.record_uploads([upload(2, name="report-q2.png", category="documents/scans", hint="x")])
 
-    async def matching(**filters: object) -> list[int]:
-        found = await all_pages(catalog, BlobQuery(**filters), limit=1)  # type: ignore[arg-type]
+    async def matching(**filters: Any) -> list[int]:
+        found = await all_pages(catalog, BlobQuery(**filters), limit=1)
         assert len(found) == len(set(found))
         return [n for n in range(1, 7) if digest(n) in found]
 
@@ -294,6 +296,20 @@ async def test_name_filter_special_characters(catalog: Catalog) -> None:
     assert await named("k\\") == [7]
     assert await named("*") == []
     assert await named("a.b") == []
+
+
+async def test_filters_with_characters_no_name_holds_match_nothing(catalog: Catalog) -> None:
+    """A NUL (or any control character, or a lone surrogate) is never in a stored name, category or type:
+    such a filter finds nothing, at every length (no error, no search cut short at the NUL)."""
+    await record_each(catalog, [upload(1, name="a.png"), upload(2, name="abc.png"), upload(3, name="abcdef.png")])
+    for name in ["\x00", "a\x00", "\x00a", "abc\x00", "\x00abc", "ab\x00cd", "abc\ndef", "\x7fabc", "\ud800abc"]:
+        page = await catalog.list_blobs(BlobQuery(name=name))
+        assert (page.blobs, page.next_before) == ([], None), repr(name)
+    for filters in [{"category": "images\x00"}, {"category": "\x00"}, {"mime": "image/png\x00"}]:
+        assert (await catalog.list_blobs(BlobQuery(**filters))).blobs == [], filters
+    assert len((await catalog.list_blobs(BlobQuery(name="abc"))).blobs) == 2  # the same search without it
+    assert len((await catalog.list_blobs(BlobQuery(name="a"))).blobs) == 3
+    assert len((await catalog.list_blobs(BlobQuery(name="bc\u00a0"))).blobs) == 0  # printable: searched as usual
 
 
 async def test_listing_limit_is_capped(catalog: Catalog) -> None:

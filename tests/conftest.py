@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.settings import Settings
+from tests.helpers import AiohttpClient, Client, make_settings
 
-AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+# Re-exported for test modules that still import them from here; new code imports them from tests.helpers.
+__all__ = ["AiohttpClient", "make_settings"]
 
 pytest_plugins = ["tests.servers"]  # real PostgreSQL and Swift, started only by tests that ask for them
-
-
-def make_settings(data_dir: Path, **overrides: str) -> Settings:
-    """Settings for a test: defaults, a private data dir, nothing from the caller's environment."""
-    return Settings.load(environ={}, overrides={"data_dir": str(data_dir), "addr": "127.0.0.1:0", **overrides})
 
 
 @pytest.fixture
@@ -35,7 +30,7 @@ def settings(data_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client: AiohttpClient, settings: Settings) -> TestClient[web.Request, web.Application]:
+async def client(aiohttp_client: AiohttpClient, settings: Settings) -> Client:
     return await aiohttp_client(create_app(settings))
 
 

@@ -9,24 +9,56 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Final
 
 import blake3
 
 __all__ = [
+    "CLI_TIMEOUT",
     "RhinoBoxProcess",
     "blob_problems",
     "catalog_rows",
     "generated_bytes",
     "generated_digest",
+    "run_cli",
+    "server_env",
     "stream_multipart",
 ]
 
 _BANNER = re.compile(rb"listening on (http://[^\s]+)")
 START_TIMEOUT = 30.0
+CLI_TIMEOUT: Final = 60.0
+
+
+def server_env(data_dir: Path, **env: str) -> dict[str, str]:
+    """The caller's environment for `rhinobox serve` on `data_dir` at a free loopback port, plus `env`."""
+    return {**os.environ, "RHINOBOX_DATA_DIR": str(data_dir), "RHINOBOX_ADDR": "127.0.0.1:0", **env}
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, token: str | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m rhinobox ARGS` run to its end, its output captured as text.
+
+    `env` replaces the environment; by default it is the caller's without colours, with `token` as the
+    only API token (none when None).
+    """
+    if env is None:
+        env = {name: value for name, value in os.environ.items() if name != "RHINOBOX_TOKEN"} | {"NO_COLOR": "1"}
+        if token is not None:
+            env = {**env, "RHINOBOX_TOKEN": token}
+    return subprocess.run(
+        [sys.executable, "-m", "rhinobox", *args],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
 
 
 class RhinoBoxProcess:
@@ -34,7 +66,7 @@ class RhinoBoxProcess:
 
     def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
-        self.env = {**os.environ, "RHINOBOX_DATA_DIR": str(data_dir), "RHINOBOX_ADDR": "127.0.0.1:0", **env}
+        self.env = server_env(data_dir, **env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -100,7 +132,7 @@ def generated_digest(seed: int, size: int) -> str:
     hasher = blake3.blake3()
     for offset in range(0, size, STREAM_CHUNK):
         hasher.update(generated_bytes(seed, size, offset, STREAM_CHUNK))
-    return hasher.hexdigest()  # type: ignore[no-any-return]
+    return hasher.hexdigest()
 
 
 async def stream_multipart(

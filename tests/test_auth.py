@@ -7,17 +7,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.http.auth import TokenSet, is_loopback, load_tokens
 from rhinobox.settings import SettingsError
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blob_files, form
+from tests.helpers import AiohttpClient, Client, assert_error, blob_files, form, make_settings
 from tests.samples import make_sample
 
-Client = TestClient[web.Request, web.Application]
 RW, RO = "s3cret-writer", "s3cret-reader"
 
 
@@ -32,9 +28,7 @@ def bearer(token: str) -> dict[str, str]:
 
 async def assert_unauthorized(response: aiohttp.ClientResponse) -> None:
     """401 with the fixed message: nothing says whether a token was absent, malformed or unknown."""
-    assert response.status == 401
-    body = await response.json()
-    assert body == {"error": {"code": "unauthorized", "message": "a valid API token is required"}}
+    assert await assert_error(response, 401, "unauthorized") == "a valid API token is required"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -85,10 +79,9 @@ async def test_read_only_token_may_read_but_not_write(secured: Client, data_dir:
     assert (await secured.get("/metrics", headers=bearer(RO))).status == 200
     _, payload = make_sample("png", 3)
     response = await secured.post("/ingest", data=form([("a.png", payload)]), headers=bearer(RO))
-    assert response.status == 403
-    assert (await response.json())["error"]["code"] == "forbidden"
+    await assert_error(response, 403, "forbidden")
     put = await secured.put("/categories", json={"mime": {}}, headers=bearer(RO))
-    assert put.status == 403
+    await assert_error(put, 403, "forbidden")
     assert blob_files(data_dir) == {}
 
 

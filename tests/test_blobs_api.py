@@ -7,33 +7,36 @@ import base64
 import json
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, spool_files
+from tests.helpers import (
+    AiohttpClient,
+    Client,
+    MultipartPart,
+    assert_error,
+    blake3_hex,
+    blob_files,
+    field_part,
+    file_part,
+    form,
+    get_stats,
+    make_settings,
+    multipart,
+    multipart_headers,
+    spool_files,
+    wait_until,
+)
 from tests.samples import make_sample
-
-Client = TestClient[web.Request, web.Application]
-BOUNDARY = "rhinoboxtestboundary"
 
 
 async def stats(client: Client) -> tuple[int, int]:
-    body = await (await client.get("/stats")).json()
+    body = await get_stats(client)
     return body["blobs"], body["uploads"]
-
-
-async def assert_error(response: object, status: int, code: str) -> None:
-    assert hasattr(response, "status")
-    assert response.status == status, await response.text()  # type: ignore[attr-defined]
-    error = (await response.json())["error"]  # type: ignore[attr-defined]
-    assert error["code"] == code
-    assert error["message"]
 
 
 # -- POST /blobs/missing -----------------------------------------------------------------------
@@ -131,8 +134,8 @@ async def test_put_of_a_stored_hash_needs_no_body(client: Client, data_dir: Path
 async def test_put_with_the_wrong_content_stores_nothing(client: Client, data_dir: Path) -> None:
     declared = blake3_hex(b"what I said")
     response = await client.put(f"/blobs/{declared}", data=b"what I sent")
-    await assert_error(response, 422, "digest_mismatch")
-    assert blake3_hex(b"what I sent") in (await response.json())["error"]["message"]
+    message = await assert_error(response, 422, "digest_mismatch")
+    assert blake3_hex(b"what I sent") in message
     assert blob_files(data_dir) == {}
     assert spool_files(data_dir) == []
     assert await stats(client) == (0, 0)
@@ -196,10 +199,7 @@ async def test_put_client_disconnect_leaves_nothing(client: Client, data_dir: Pa
     sock.sendall(head + payload[: 2 * 1024 * 1024])
     await asyncio.sleep(0.3)  # let the server spool part of it
     sock.close()
-    for _ in range(100):
-        if not spool_files(data_dir):
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: not spool_files(data_dir), 5.0)
     assert spool_files(data_dir) == []
     assert blob_files(data_dir) == {}
     assert (await client.put(f"/blobs/{digest}", data=payload)).status == 201  # the server is fine
@@ -208,27 +208,10 @@ async def test_put_client_disconnect_leaves_nothing(client: Client, data_dir: Pa
 # -- declared digests on POST /ingest ----------------------------------------------------------
 
 
-def multipart(*parts: tuple[dict[str, str], bytes]) -> bytes:
-    out = b""
-    for headers, body in parts:
-        out += f"--{BOUNDARY}\r\n".encode()
-        out += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode() + b"\r\n" + body + b"\r\n"
-    return out + f"--{BOUNDARY}--\r\n".encode()
-
-
-def file_part(payload: bytes, name: str = "f.bin", **headers: str) -> tuple[dict[str, str], bytes]:
-    return {"Content-Disposition": f'form-data; name="files"; filename="{name}"', **headers}, payload
-
-
-def field_part(name: str, value: str) -> tuple[dict[str, str], bytes]:
-    return {"Content-Disposition": f'form-data; name="{name}"'}, value.encode()
-
-
-async def ingest_raw(client: Client, body: bytes) -> tuple[int, dict[str, object]]:
-    response = await client.post(
-        "/ingest", data=body, headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-    )
-    return response.status, await response.json()
+async def ingest_raw(client: Client, body: bytes) -> tuple[int, dict[str, Any]]:
+    response = await client.post("/ingest", data=body, headers=multipart_headers())
+    body_json: dict[str, Any] = await response.json()
+    return response.status, body_json
 
 
 SMALL = b"small file " * 10
@@ -246,17 +229,17 @@ LARGE = bytes(range(256)) * 2048  # 512 KiB: streams through a spool file
     ids=["hex", "rfc9530-base64", "among-others"],
 )
 async def test_content_digest_header_is_verified(
-    client: Client, data_dir: Path, payload: bytes, declare: object
+    client: Client, data_dir: Path, payload: bytes, declare: Callable[[str], dict[str, str]]
 ) -> None:
     digest = blake3_hex(payload)
-    status, body = await ingest_raw(client, multipart(file_part(payload, **declare(digest))))  # type: ignore[operator]
+    status, body = await ingest_raw(client, multipart(file_part(payload, **declare(digest))))
     assert status == 200
-    assert body["results"][0]["status"] == "stored"  # type: ignore[index]
+    assert body["results"][0]["status"] == "stored"
     assert blob_files(data_dir)[digest].read_bytes() == payload
     wrong = blake3_hex(b"something else")
-    status, body = await ingest_raw(client, multipart(file_part(payload + b"!", **declare(wrong))))  # type: ignore[operator]
+    status, body = await ingest_raw(client, multipart(file_part(payload + b"!", **declare(wrong))))
     assert status == 422
-    assert body["results"][0]["error"]["code"] == "digest_mismatch"  # type: ignore[index]
+    assert body["results"][0]["error"]["code"] == "digest_mismatch"
     assert set(blob_files(data_dir)) == {digest}
     assert spool_files(data_dir) == []
 
@@ -266,12 +249,12 @@ async def test_digest_form_field_is_verified(client: Client, data_dir: Path, pay
     digest = blake3_hex(payload)
     status, body = await ingest_raw(client, multipart(field_part("files.blake3", digest), file_part(payload)))
     assert status == 200
-    assert body["results"][0]["hash"] == digest  # type: ignore[index]
+    assert body["results"][0]["hash"] == digest
     status, body = await ingest_raw(
         client, multipart(field_part("files.blake3", blake3_hex(b"other")), file_part(payload + b"?"))
     )
     assert status == 422
-    assert body["results"][0]["error"]["code"] == "digest_mismatch"  # type: ignore[index]
+    assert body["results"][0]["error"]["code"] == "digest_mismatch"
     assert set(blob_files(data_dir)) == {digest}
     assert spool_files(data_dir) == []
 
@@ -288,8 +271,8 @@ async def test_one_mismatch_in_a_batch_fails_only_that_file(client: Client, data
     )
     assert status == 207
     results = body["results"]
-    assert [r["status"] for r in results] == ["stored", "error", "stored"]  # type: ignore[index]
-    assert results[1]["error"]["code"] == "digest_mismatch"  # type: ignore[index]
+    assert [r["status"] for r in results] == ["stored", "error", "stored"]
+    assert results[1]["error"]["code"] == "digest_mismatch"
     assert set(blob_files(data_dir)) == {blake3_hex(good), blake3_hex(b"undeclared")}
 
 
@@ -302,20 +285,16 @@ async def test_one_mismatch_in_a_batch_fails_only_that_file(client: Client, data
     ],
     ids=["other-algorithm", "not-hex", "short-base64"],
 )
-async def test_unusable_content_digest_is_400(
-    client: Client, data_dir: Path, part: tuple[dict[str, str], bytes]
-) -> None:
-    status, body = await ingest_raw(client, multipart(part))
-    assert status == 400
-    assert body["error"]["code"] == "malformed_multipart"  # type: ignore[index]
+async def test_unusable_content_digest_is_400(client: Client, data_dir: Path, part: MultipartPart) -> None:
+    response = await client.post("/ingest", data=multipart(part), headers=multipart_headers())
+    await assert_error(response, 400, "malformed_multipart")
     assert blob_files(data_dir) == {}
     assert spool_files(data_dir) == []
 
 
 async def test_bad_digest_field_is_400(client: Client, data_dir: Path) -> None:
-    status, body = await ingest_raw(client, multipart(field_part("files.blake3", "nope"), file_part(SMALL)))
-    assert status == 400
-    assert body["error"]["code"] == "malformed_multipart"  # type: ignore[index]
+    body = multipart(field_part("files.blake3", "nope"), file_part(SMALL))
+    await assert_error(await client.post("/ingest", data=body, headers=multipart_headers()), 400, "malformed_multipart")
     assert blob_files(data_dir) == {}
 
 
@@ -333,8 +312,8 @@ async def test_a_digest_field_applies_to_the_next_file_only(client: Client, data
     )
     assert status == 207
     results = body["results"]
-    assert [r["status"] for r in results] == ["stored", "error", "stored"]  # type: ignore[index]
-    assert results[1]["error"]["code"] == "digest_mismatch"  # type: ignore[index]
+    assert [r["status"] for r in results] == ["stored", "error", "stored"]
+    assert results[1]["error"]["code"] == "digest_mismatch"
     assert set(blob_files(data_dir)) == {blake3_hex(first), blake3_hex(third)}
 
 

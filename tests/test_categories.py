@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.errors import InvalidRules
 from rhinobox.ingest.categories import DEFAULT_RULES, MEMO_ENTRIES, Categorizer, CategoryRules
 from rhinobox.ingest.rwlock import ReadWriteLock
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import form
+from tests.helpers import AiohttpClient, Client, assert_error, form, make_settings
 from tests.samples import make_sample
-
-Client = TestClient[web.Request, web.Application]
+from tests.server_process import run_cli, server_env
 
 
 @pytest.mark.parametrize(
@@ -80,8 +73,7 @@ async def test_get_and_put_categories_change_ingest_at_run_time(client: Client) 
 async def test_bad_rule_set_is_refused_whole_and_old_rules_stay(client: Client, body: bytes) -> None:
     before = await (await client.get("/categories")).json()
     response = await client.put("/categories", data=body, headers={"Content-Type": "application/json"})
-    assert response.status == 400
-    assert (await response.json())["error"]["code"] == "invalid_rules"
+    await assert_error(response, 400, "invalid_rules")
     assert await (await client.get("/categories")).json() == before
     upload = await client.post("/ingest", data=form([make_sample("png", 2)]))
     assert (await upload.json())["results"][0]["category"] == "images/png"
@@ -195,10 +187,7 @@ async def test_deeply_nested_rule_set_is_400_and_old_rules_stay(client: Client) 
     before = await (await client.get("/categories")).json()
     body = b'{"mime": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     response = await client.put("/categories", data=body, headers={"Content-Type": "application/json"})
-    assert response.status == 400
-    error = (await response.json())["error"]
-    assert error["code"] == "invalid_rules"
-    assert "nested" in error["message"]
+    assert "nested" in await assert_error(response, 400, "invalid_rules")
     assert await (await client.get("/categories")).json() == before
 
 
@@ -217,10 +206,7 @@ def test_saved_rules_edited_into_nonsense_stop_the_start_with_a_clear_message(
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "categories.json").write_bytes(saved)
-    env = {**os.environ, "RHINOBOX_DATA_DIR": str(data_dir), "RHINOBOX_ADDR": "127.0.0.1:0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "rhinobox", "serve"], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_cli("serve", env=server_env(data_dir))
     assert result.returncode == 1
     assert says in result.stderr
     assert str(data_dir / "categories.json") in result.stderr

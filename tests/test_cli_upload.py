@@ -6,7 +6,6 @@ import json
 import os
 import pty
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -17,11 +16,9 @@ from typing import Any
 import pytest
 
 from rhinobox.client.uploader import expand_paths
-from tests.helpers import blake3_hex
+from tests.helpers import blake3_hex, free_port
 from tests.samples import SAMPLES, make_sample
-from tests.server_process import RhinoBoxProcess, blob_problems, catalog_rows
-
-CLI_TIMEOUT = 60.0
+from tests.server_process import CLI_TIMEOUT, RhinoBoxProcess, blob_problems, catalog_rows, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RhinoBoxProcess
         yield process
 
 
-def rhinobox(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rhinobox", *args],
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        cwd=cwd,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-    )
-
-
 def upload_json(server: RhinoBoxProcess, *args: str) -> tuple[int, dict[str, Any], str]:
-    done = rhinobox("upload", "--server", server.url, "--json", *args)
+    done = run_cli("upload", "--server", server.url, "--json", *args)
     return done.returncode, json.loads(done.stdout), done.stderr
 
 
@@ -119,7 +104,7 @@ def test_unreadable_files_fail_clearly_and_the_rest_is_stored(server: RhinoBoxPr
     assert "local_unreadable" in stderr
     assert "local_not_regular_file" in stderr
 
-    plain = rhinobox("upload", "--server", server.url, str(folder))
+    plain = run_cli("upload", "--server", server.url, str(folder))
     assert plain.returncode == 1
     assert "upload summary" in plain.stdout
     assert "FAILED" in plain.stdout
@@ -144,12 +129,10 @@ def test_files_and_globs_keep_the_order_given(server: RhinoBoxProcess, tmp_path:
 
 
 def test_an_unreachable_server_fails_every_file(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     name, data = make_sample("png", 7)
     (tmp_path / name).write_bytes(data)
-    done = rhinobox("upload", "--server", f"http://127.0.0.1:{port}", "--retries", "1", "--json", str(tmp_path / name))
+    done = run_cli("upload", "--server", f"http://127.0.0.1:{port}", "--retries", "1", "--json", str(tmp_path / name))
     assert done.returncode == 1
     result = json.loads(done.stdout)["results"][0]
     assert result["status"] == "error"
@@ -199,7 +182,7 @@ def test_progress_is_shown_on_a_terminal_and_not_in_a_pipe(server: RhinoBoxProce
     assert "bytes skipped" in screen
 
     mixed_folder(tmp_path / "pipe", seed=8)
-    piped = rhinobox("upload", "--server", server.url, str(tmp_path / "pipe"))
+    piped = run_cli("upload", "--server", server.url, str(tmp_path / "pipe"))
     assert piped.returncode == 0
     assert "uploading" not in piped.stdout
     assert "\x1b[" not in piped.stdout

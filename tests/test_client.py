@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.client import (
@@ -28,12 +26,10 @@ from rhinobox.client import (
     hash_file,
 )
 from rhinobox.client.uploader import Uploader, UploadItem, UploadOptions
-from tests.conftest import make_settings
-from tests.helpers import blake3_hex, blob_files
+from tests.helpers import Client, blake3_hex, blob_files, free_port, make_settings
 from tests.samples import make_sample
 from tests.server_process import RhinoBoxProcess
 
-Client = TestClient[web.Request, web.Application]
 FAST_RETRY = RetryPolicy(attempts=4, base=0.05, cap=2.0)
 
 
@@ -208,12 +204,6 @@ async def test_list_meta_stats_delete(client: Client, tmp_path: Path) -> None:
     assert bad.value.code == "bad_hash"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def serve(app: web.Application, port: int) -> web.AppRunner:
     runner = web.AppRunner(app)
     await runner.setup()
@@ -268,10 +258,10 @@ async def test_connection_errors_are_retried_until_the_server_is_up() -> None:
 
     starter = asyncio.create_task(start_late())
     async with RhinoBoxClient(f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=8, base=0.1)) as rb:
-        stats = await rb.stats()
+        answered = await rb.stats()
     runner = await starter
     await runner.cleanup()
-    assert stats.blobs == 1
+    assert answered.blobs == 1
     async with RhinoBoxClient(f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=2, base=0.01)) as rb:
         with pytest.raises(aiohttp.ClientConnectionError):
             await rb.stats()

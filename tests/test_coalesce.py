@@ -11,8 +11,6 @@ from pathlib import Path
 
 import blake3
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.http.keys import PIPELINE
@@ -21,10 +19,8 @@ from rhinobox.ingest.coalesce import INLINE_PER_ITERATION, SingleFileCoalescer
 from rhinobox.ingest.pool import WorkerPool
 from rhinobox.ingest.sniff import MimeSniffer
 from rhinobox.ingest.stages import StageContext, prepare_in_memory, type_by_signature
-from tests.helpers import entry_of, form, png
+from tests.helpers import Client, entry_of, form, png
 from tests.samples import SAMPLES, make_sample
-
-Client = TestClient[web.Request, web.Application]
 
 
 class CountingSniffer(MimeSniffer):
@@ -116,5 +112,5 @@ async def test_concurrent_single_uploads_are_stored_with_their_types(client: Cli
         assert result["mime"] == SAMPLES[kind][2]
         got = await client.get(result["url"])
         assert await got.read() == data
-    singles = client.app[PIPELINE].singles
+    singles = client.app[PIPELINE].resources.singles
     assert singles.inline + singles.coalesced == len(samples)

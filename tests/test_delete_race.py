@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, spool_files
+from tests.helpers import AiohttpClient, Client, blake3_hex, blob_files, form, get_stats, make_settings, spool_files
 
-Client = TestClient[web.Request, web.Application]
+T = TypeVar("T")
 DELAY_STEPS = 6  # upload/delete start offsets, in 0.5 ms steps
 
 PATHS = {
@@ -42,9 +41,9 @@ async def upload(client: Client, path: str, payload: bytes, name: str) -> tuple[
     return response.status, body["results"][0]["status"]
 
 
-async def after(delay: float, coro: object) -> object:
+async def after(delay: float, coro: Awaitable[T]) -> T:
     await asyncio.sleep(delay)
-    return await coro  # type: ignore[misc]
+    return await coro
 
 
 async def race_round(
@@ -59,8 +58,8 @@ async def race_round(
         after(upload_delay, upload(client, path, payload, racer)),
         after(delete_delay, client.delete(f"/files/{digest}")),
     )
-    up_status, up_outcome = uploaded  # type: ignore[misc]
-    assert deleted.status == 204  # type: ignore[attr-defined]
+    up_status, up_outcome = uploaded
+    assert deleted.status == 204
     assert up_outcome in ("stored", "duplicate")
     assert up_status in (200, 201)
 
@@ -99,7 +98,7 @@ async def test_delete_racing_upload_keeps_the_invariant(
     )
     assert sum(histories.values()) == rounds
     # Whatever the interleaving, the catalog and the disk agree at the end.
-    stats = await (await client.get("/stats")).json()
+    stats = await get_stats(client)
     assert stats["blobs"] == len(blob_files(data_dir))
     if fsync == "never":
         assert set(histories) == {"delete-first", "upload-first"}, histories  # both orders were exercised

@@ -10,16 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, spool_files
+from tests.helpers import AiohttpClient, assert_error, blake3_hex, blob_files, form, make_settings, spool_files
 from tests.samples import make_sample
 from tests.server_process import catalog_rows
 
-Client = TestClient[web.Request, web.Application]
 MiB = 1024 * 1024
 TMPFS_MB = 16
 
@@ -59,8 +55,7 @@ async def test_below_min_free_answers_507_before_writing(aiohttp_client: Aiohttp
     client = await aiohttp_client(create_app(make_settings(data_dir, min_free_mb=huge)))
     _, payload = make_sample("png", 1)
     response = await client.post("/ingest", data=form([("a.png", payload)]))
-    assert response.status == 507
-    assert (await response.json())["error"]["code"] == "insufficient_storage"
+    await assert_error(response, 507, "insufficient_storage")
     assert_nothing_half_stored(data_dir, set())
 
 
@@ -74,8 +69,7 @@ async def test_crossing_min_free_on_a_real_small_disk(aiohttp_client: AiohttpCli
     assert free_mib(small_disk) < floor
     second = os.urandom(4 * MiB)
     response = await client.post("/ingest", data=form([("second.bin", second)]))
-    assert response.status == 507
-    assert (await response.json())["error"]["code"] == "insufficient_storage"
+    await assert_error(response, 507, "insufficient_storage")
     assert_nothing_half_stored(data_dir, {blake3_hex(first)})
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from rhinobox.app import create_app
 from rhinobox.settings import SETTINGS, Settings
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.server_process import RhinoBoxProcess
 
 REPO = Path(__file__).resolve().parent.parent

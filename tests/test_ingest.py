@@ -11,16 +11,25 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.http.keys import PIPELINE
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, raw_multipart, send_partial_upload, spool_files
+from tests.helpers import (
+    AiohttpClient,
+    Client,
+    assert_error,
+    blake3_hex,
+    blob_files,
+    file_part,
+    form,
+    make_settings,
+    multipart,
+    multipart_headers,
+    send_partial_upload,
+    spool_files,
+    wait_until,
+)
 from tests.samples import SAMPLES, make_sample
-
-Client = TestClient[web.Request, web.Application]
 
 
 def uploads_table(data_dir: Path) -> list[dict[str, Any]]:
@@ -153,8 +162,8 @@ async def test_text_fields_after_the_files_still_apply(client: Client, data_dir:
 )
 async def test_filenames_are_metadata_never_paths(client: Client, data_dir: Path, raw_name: str) -> None:
     _, payload = make_sample("png", len(raw_name))
-    body, headers = raw_multipart([(raw_name.encode(), payload)])
-    response = await client.post("/ingest", data=body, headers=headers)
+    body = multipart(file_part(payload, raw_name.encode()))
+    response = await client.post("/ingest", data=body, headers=multipart_headers())
     assert response.status == 200
     result = (await response.json())["results"][0]
     assert not any(ord(ch) < 32 or ord(ch) == 127 for ch in result["name"])
@@ -167,8 +176,8 @@ async def test_filenames_are_metadata_never_paths(client: Client, data_dir: Path
 
 async def test_non_utf8_filename_is_stored_safely(client: Client, data_dir: Path) -> None:
     _, payload = make_sample("gif", 5)
-    body, headers = raw_multipart([(b"caf\xe9\xff.gif", payload)])
-    response = await client.post("/ingest", data=body, headers=headers)
+    body = multipart(file_part(payload, b"caf\xe9\xff.gif"))
+    response = await client.post("/ingest", data=body, headers=multipart_headers())
     assert response.status == 200
     result = (await response.json())["results"][0]
     assert result["name"].startswith("caf")
@@ -178,25 +187,13 @@ async def test_non_utf8_filename_is_stored_safely(client: Client, data_dir: Path
 
 async def test_rfc5987_filename_is_decoded(client: Client) -> None:
     _, payload = make_sample("png", 11)
-    boundary = "b0undary"
-    body = (
-        f"--{boundary}\r\n".encode()
-        + b"Content-Disposition: form-data; name=\"file\"; filename*=UTF-8''%E2%82%AC%20rates.png\r\n\r\n"
-        + payload
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    response = await client.post("/ingest", data=body, headers=headers)
+    disposition = "form-data; name=\"file\"; filename*=UTF-8''%E2%82%AC%20rates.png"
+    body = multipart(({"Content-Disposition": disposition}, payload))
+    response = await client.post("/ingest", data=body, headers=multipart_headers())
     assert (await response.json())["results"][0]["name"] == "€ rates.png"
 
 
 # -- bad input ---------------------------------------------------------------------------------
-
-
-async def assert_error(response: aiohttp.ClientResponse, status: int, code: str) -> None:
-    assert response.status == status
-    assert response.content_type == "application/json"
-    assert (await response.json())["error"]["code"] == code
 
 
 def store_is_empty(data_dir: Path) -> bool:
@@ -290,7 +287,7 @@ async def test_oversized_text_field_is_413(client: Client, data_dir: Path) -> No
 async def test_full_queue_answers_503_with_retry_after(client: Client, data_dir: Path) -> None:
     pipeline = client.app[PIPELINE]
     release = threading.Event()
-    blocker = asyncio.ensure_future(pipeline.pool.run(pipeline.pool.capacity, release.wait))
+    blocker = asyncio.ensure_future(pipeline.resources.pool.run(pipeline.resources.pool.capacity, release.wait))
     await asyncio.sleep(0.05)
     try:
         response = await client.post("/ingest", data=form([make_sample("png", 1)]))
@@ -328,10 +325,8 @@ async def test_client_disconnect_mid_upload_leaves_nothing_behind(client: Client
     await asyncio.sleep(0.3)
     writer.close()
     await writer.wait_closed()
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if not spool_files(data_dir) and client.app[PIPELINE].pool.queued == 0:
-            break
+    pool = client.app[PIPELINE].resources.pool
+    await wait_until(lambda: not spool_files(data_dir) and pool.queued == 0, 5.0)
     assert spool_files(data_dir) == []
     assert blake3_hex(b"q" * (3 * 1024 * 1024)) not in blob_files(data_dir)
     assert uploads_table(data_dir) == []

@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-import rhinobox.http.ingest as http_ingest
+import rhinobox.http.bodies as http_bodies
 from rhinobox.app import create_app
 from rhinobox.http.keys import PIPELINE
 from rhinobox.ingest.pool import WorkerPool
-from rhinobox.ingest.session import MAX_FIELDS_TOTAL_BYTES
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, send_partial_upload, spool_files
+from rhinobox.ingest.receive import MAX_FIELDS_TOTAL_BYTES
+from tests.helpers import (
+    AiohttpClient,
+    Client,
+    assert_error,
+    blake3_hex,
+    blob_files,
+    field_part,
+    file_part,
+    form,
+    make_settings,
+    multipart,
+    multipart_headers,
+    send_partial_upload,
+    spool_files,
+    wait_until,
+)
 from tests.samples import make_sample
-from tests.server_process import RhinoBoxProcess
-
-Client = TestClient[web.Request, web.Application]
+from tests.server_process import RhinoBoxProcess, run_cli, server_env
 
 
 async def test_unknown_text_fields_are_not_kept_and_all_fields_are_capped(client: Client, data_dir: Path) -> None:
@@ -38,9 +45,7 @@ async def test_unknown_text_fields_are_not_kept_and_all_fields_are_capped(client
     for i in range(20):
         data.add_field(f"junk{i}", "x" * 60_000)
     data.add_field("file", make_sample("png", 2)[1], filename="b.png")
-    response = await client.post("/ingest", data=data)
-    assert response.status == 413
-    assert (await response.json())["error"]["code"] == "field_too_large"
+    await assert_error(await client.post("/ingest", data=data), 413, "field_too_large")
     assert blake3_hex(make_sample("png", 2)[1]) not in blob_files(data_dir)
 
 
@@ -49,9 +54,7 @@ async def test_a_flood_of_extra_parts_fails_the_request_and_stores_nothing(
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(data_dir, max_files_per_request="2")))
     files = [make_sample("text", i) for i in range(2 + 1000 + 1)]
-    response = await client.post("/ingest", data=form(files))
-    assert response.status == 413
-    assert (await response.json())["error"]["code"] == "too_many_files"
+    await assert_error(await client.post("/ingest", data=form(files)), 413, "too_many_files")
     assert blob_files(data_dir) == {}
     assert spool_files(data_dir) == []
 
@@ -68,23 +71,17 @@ async def test_declared_digest_field_applies_to_the_next_file_only(client: Clien
 
 
 async def test_hostile_filename_charset_is_harmless(client: Client) -> None:
-    boundary = "cs"
-    body = (
-        f"--{boundary}\r\n".encode()
-        + b"Content-Disposition: form-data; name=\"f\"; filename*=raw_unicode_escape''%5Cud800.png\r\n\r\n"
-        + make_sample("png", 4)[1]
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    response = await client.post("/ingest", data=body, headers=headers)
+    disposition = "form-data; name=\"f\"; filename*=raw_unicode_escape''%5Cud800.png"
+    body = multipart(({"Content-Disposition": disposition}, make_sample("png", 4)[1]))
+    response = await client.post("/ingest", data=body, headers=multipart_headers())
     assert response.status == 200
 
 
 async def test_a_stalled_client_is_cut_off_and_releases_everything(
     client: Client, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(http_ingest, "BODY_IDLE_SECONDS", 0.5)
-    arenas = client.app[PIPELINE].arenas
+    monkeypatch.setattr(http_bodies, "BODY_IDLE_SECONDS", 0.5)
+    arenas = client.app[PIPELINE].resources.arenas
     reader, writer = await send_partial_upload(
         client.server.host, client.server.port, [("small.bin", b"s" * 1000)], declared_length=100_000
     )
@@ -99,14 +96,11 @@ async def test_a_stalled_client_is_cut_off_and_releases_everything(
 
 
 async def test_a_large_file_holds_no_arena_while_it_streams(client: Client) -> None:
-    arenas = client.app[PIPELINE].arenas
+    arenas = client.app[PIPELINE].resources.arenas
     _, writer = await send_partial_upload(
         client.server.host, client.server.port, [("big.bin", b"b" * (2 * 1024 * 1024))], declared_length=9_000_000
     )
-    for _ in range(50):
-        await asyncio.sleep(0.05)
-        if spool_files(client.app[PIPELINE].store.spool_dir.parent):
-            break
+    await wait_until(lambda: spool_files(client.app[PIPELINE].resources.store.spool_dir.parent), 2.5)
     assert arenas.available == arenas.limit
     writer.close()
 
@@ -122,10 +116,7 @@ async def test_cancelled_waiter_does_not_free_slots_before_the_thread_ends() -> 
             await task
         assert pool.queued == 4  # the thread still runs: its slots are still taken
         release.set()
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if pool.queued == 0:
-                break
+        await wait_until(lambda: pool.queued == 0, 1.0)
         assert pool.queued == 0
     finally:
         release.set()
@@ -136,10 +127,7 @@ def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -
     data_dir = tmp_path / "data"
     with RhinoBoxProcess(data_dir):
         (data_dir / "tmp" / "live-upload.spool").write_bytes(b"in flight")
-        env = {**os.environ, "RHINOBOX_DATA_DIR": str(data_dir), "RHINOBOX_ADDR": "127.0.0.1:0"}
-        second = subprocess.run(
-            [sys.executable, "-m", "rhinobox", "serve"], env=env, capture_output=True, text=True, timeout=60
-        )
+        second = run_cli("serve", env=server_env(data_dir))
         assert second.returncode == 1
         assert "another RhinoBox process" in second.stderr
         assert (data_dir / "tmp" / "live-upload.spool").exists()
@@ -166,24 +154,11 @@ async def test_non_latin1_content_type_is_a_4xx_json_error(client: Client, data_
 async def test_kept_field_names_count_toward_the_text_field_limit(client: Client, data_dir: Path) -> None:
     """Every distinct `<x>.blake3` field is kept in the session's `_fields` until the request ends, whatever
     its value size: empty values with long names hold ~1 byte of memory per body byte, unbounded."""
-    boundary = "rvbound"
     name_len = 7000
     count = MAX_FIELDS_TOTAL_BYTES // name_len + 20  # names alone well over the 1 MiB text-field budget
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{i:06d}{"n" * name_len}.blake3"\r\n\r\n\r\n'.encode()
-        for i in range(count)
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.bin"\r\n\r\n'.encode()
-        + b"payload"
-        + b"\r\n"
-    )
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    response = await client.post(
-        "/ingest", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
-    payload = await response.json()
-    assert response.status == 413, payload
-    assert payload["error"]["code"] == "field_too_large"
+    fields = [field_part(f"{i:06d}{'n' * name_len}.blake3", "") for i in range(count)]
+    body = multipart(*fields, file_part(b"payload", "a.bin"))
+    response = await client.post("/ingest", data=body, headers=multipart_headers())
+    await assert_error(response, 413, "field_too_large")
     assert spool_files(data_dir) == []
     assert blob_files(data_dir) == {}

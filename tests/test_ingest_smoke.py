@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-
-from tests.helpers import blake3_hex, blob_files, form, spool_files
+from tests.helpers import Client, blake3_hex, blob_files, form, spool_files
 from tests.samples import make_sample
 
 
-async def test_single_file_is_stored_under_its_hash(
-    client: TestClient[web.Request, web.Application], data_dir: Path
-) -> None:
+async def test_single_file_is_stored_under_its_hash(client: Client, data_dir: Path) -> None:
     _, payload = make_sample("png", 1)
     response = await client.post("/ingest", data=form([("cat.png", payload)]))
     assert response.status == 200

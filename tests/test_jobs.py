@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sqlite3
@@ -16,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.errors import Overloaded
@@ -29,12 +27,22 @@ from rhinobox.jobs.manager import (
     WATCHERS_TOTAL_MAX,
     ResultSink,
 )
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, spool_files
+from tests.helpers import (
+    AiohttpClient,
+    Client,
+    assert_error,
+    blake3_hex,
+    blob_files,
+    form,
+    make_settings,
+    read_events,
+    spool_files,
+    start_job,
+    wait_done,
+    wait_until,
+)
 from tests.samples import SAMPLES, make_sample
 from tests.server_process import RhinoBoxProcess, blob_problems, catalog_rows
-
-Client = TestClient[web.Request, web.Application]
 
 
 def mixed_files() -> list[tuple[str, bytes]]:
@@ -44,37 +52,6 @@ def mixed_files() -> list[tuple[str, bytes]]:
     files.insert(3, ("empty.txt", b""))
     files.append(("again.png", files[0][1]))
     return files
-
-
-async def read_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs of a text/event-stream, parsed by hand (the wire format, not our client)."""
-    kind, data = "message", ""
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if line == "":
-            if data:
-                yield kind, json.loads(data)
-            kind, data = "message", ""
-        elif line.startswith("event: "):
-            kind = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data += line[len("data: ") :]
-
-
-async def start_job(client: Client, files: list[tuple[str, bytes]], **fields: str) -> dict[str, Any]:
-    response = await client.post("/ingest?async=true", data=form(files, **fields))
-    assert response.status == 202, await response.text()
-    body: dict[str, Any] = await response.json()
-    return body
-
-
-async def wait_done(client: Client, job_id: str) -> dict[str, Any]:
-    for _ in range(500):
-        body: dict[str, Any] = await (await client.get(f"/jobs/{job_id}")).json()
-        if body["state"] in ("done", "failed", "interrupted"):
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError("job did not finish")
 
 
 async def test_async_ingest_answers_202_then_the_job_matches_the_synchronous_results(
@@ -143,19 +120,15 @@ async def test_a_watcher_arriving_after_the_end_gets_state_and_end(client: Clien
 
 @pytest.mark.parametrize("path", ["/jobs/0123456789abcdef", "/jobs/0123456789abcdef/events"])
 async def test_unknown_job_is_404_job_not_found(client: Client, path: str) -> None:
-    response = await client.get(path)
-    assert response.status == 404
-    assert (await response.json())["error"]["code"] == "job_not_found"
+    await assert_error(await client.get(path), 404, "job_not_found")
 
 
 async def test_a_refused_async_request_leaves_no_job_and_no_files(client: Client, data_dir: Path) -> None:
     bad = await client.post("/ingest?async=true", data=b"plain", headers={"Content-Type": "text/plain"})
-    assert bad.status == 415
-    assert (await bad.json())["error"]["code"] == "not_multipart"
+    await assert_error(bad, 415, "not_multipart")
     form_without_files = aiohttp.FormData({"comment": "nothing attached"}, default_to_multipart=True)
     empty = await client.post("/ingest?async=true", data=form_without_files)
-    assert empty.status == 400
-    assert (await empty.json())["error"]["code"] == "no_files"
+    await assert_error(empty, 400, "no_files")
     with sqlite3.connect(data_dir / "catalog.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM blobs").fetchone() == (0,)
@@ -280,8 +253,7 @@ async def test_closing_the_manager_interrupts_a_running_job_and_keeps_its_result
 
 async def test_the_async_flag_is_validated(client: Client, data_dir: Path) -> None:
     refused = await client.post("/ingest?async=maybe", data=form([make_sample("png", 77)]))
-    assert refused.status == 400
-    assert (await refused.json())["error"]["code"] == "invalid_parameter"
+    await assert_error(refused, 400, "invalid_parameter")
     assert blob_files(data_dir) == {}
     sync = await client.post("/ingest?async=false", data=form([make_sample("png", 77)]))
     assert sync.status == 200
@@ -352,16 +324,12 @@ async def test_watchers_past_the_per_job_cap_are_refused_503_until_one_leaves(
         assert (await response.content.readuntil(b"\n\n")).startswith(b"id: 1\nevent: state\n")
         open_streams.append(response)
     refused = await client.get(f"/jobs/{job_id}/events")
-    assert refused.status == 503
+    await assert_error(refused, 503, "overloaded")
     assert refused.headers["Retry-After"] == "1"
-    assert (await refused.json())["error"]["code"] == "overloaded"
     assert manager.watchers_of(job_id) == WATCHERS_PER_JOB_MAX
 
     open_streams.pop().close()
-    for _ in range(100):
-        if manager.watchers_of(job_id) < WATCHERS_PER_JOB_MAX:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: manager.watchers_of(job_id) < WATCHERS_PER_JOB_MAX, 1.0)
     again = await client.get(f"/jobs/{job_id}/events")
     assert again.status == 200
     release.set()

@@ -25,7 +25,12 @@ def test_same_digest_as_hashing_whole(size: int) -> None:
 def _waiting_thread() -> tuple[threading.Thread, threading.Event, list[int]]:
     """A thread blocked (without the GIL) until `go` is set; then it needs the GIL to record that it ran."""
     go, ran = threading.Event(), []
-    thread = threading.Thread(target=lambda: (go.wait(), ran.append(1)))
+
+    def wait_then_record() -> None:
+        go.wait()
+        ran.append(1)
+
+    thread = threading.Thread(target=wait_then_record)
     thread.start()
     time.sleep(0.05)  # it is now waiting on `go`
     return thread, go, ran

@@ -6,18 +6,13 @@ import asyncio
 import threading
 from pathlib import Path
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from rhinobox.app import create_app
 from rhinobox.http.keys import PIPELINE
 from rhinobox.http.metrics import EXTRA_CATEGORY_LABELS, KNOWN_CATEGORIES
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import form
+from tests.helpers import AiohttpClient, Client, form, make_settings
 from tests.samples import make_sample
-
-Client = TestClient[web.Request, web.Application]
 
 
 async def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -94,7 +89,7 @@ async def test_queue_workers_and_catalog_size_are_reported(aiohttp_client: Aioht
 
 
 async def test_queue_depth_and_busy_workers_are_read_at_scrape_time(client: Client) -> None:
-    pool = client.server.app[PIPELINE].pool  # type: ignore[union-attr]
+    pool = client.app[PIPELINE].resources.pool
     release = threading.Event()
     started = threading.Event()
 

@@ -17,18 +17,19 @@ from rhinobox.ingest.multipart import (
     PartHeaders,
     boundary_from_content_type,
 )
+from tests.helpers import MultipartPart, multipart
 
 BOUNDARY = b"----rhinobox7MA4YWxkTrZu0gW"
 
 
 def frame(parts: list[tuple[str, bytes | None, bytes]]) -> bytes:
-    body = b""
+    framed: list[MultipartPart] = []
     for field, filename, payload in parts:
         disposition = f'form-data; name="{field}"'.encode()
         if filename is not None:
             disposition += b'; filename="' + filename + b'"'
-        body += b"--" + BOUNDARY + b"\r\nContent-Disposition: " + disposition + b"\r\n\r\n" + payload + b"\r\n"
-    return body + b"--" + BOUNDARY + b"--\r\n"
+        framed.append(({"Content-Disposition": disposition}, payload))
+    return multipart(*framed, boundary=BOUNDARY.decode())
 
 
 def parse(body: bytes, chunk_sizes: list[int]) -> list[tuple[PartHeaders, bytes]]:

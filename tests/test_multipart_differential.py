@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -251,7 +252,9 @@ boundaries = st.one_of(
     st.sampled_from([b"a", b"-", b"--", b"\t-a", b"ab ab"]),
 )
 
-header_cases = st.sampled_from([str.lower, str.upper, str.title, lambda name: name])
+header_cases: st.SearchStrategy[Callable[[str], str]] = st.sampled_from(
+    [str.lower, str.upper, str.title, lambda name: name]
+)
 spaces = st.sampled_from(["", " ", "  ", "\t"])
 padding = st.sampled_from([b"", b"", b"", b" ", b"\t", b" \t "])
 field_names = st.sampled_from(["file", "files", "upload", "category", "a;b", 'q"uote', "ünï", "", "sp ace"])

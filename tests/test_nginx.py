@@ -10,9 +10,7 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import blake3_hex, form
+from tests.helpers import assert_error, blake3_hex, form, free_port, wait_until_listening
 from tests.samples import SAMPLES, make_sample
 from tests.server_process import RhinoBoxProcess, catalog_rows, generated_bytes, generated_digest, stream_multipart
 
@@ -62,12 +60,6 @@ class Deployment:
     rhinobox: RhinoBoxProcess
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def render_site(upstream: str, port: int, blobs_dir: Path) -> str:
     """docs/deploy/nginx.conf with the test's addresses: every substitution must hit exactly once."""
     text = SITE_CONFIG.read_text()
@@ -79,19 +71,6 @@ def render_site(upstream: str, port: int, blobs_dir: Path) -> str:
         assert text.count(old) == 1, f"docs/deploy/nginx.conf no longer has {old!r}"
         text = text.replace(old, new)
     return text
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"nginx exited: {log.read_text(errors='replace')}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nginx did not listen on {port}: {log.read_text(errors='replace')}")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +91,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     assert check.returncode == 0, check.stderr
     nginx = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port, nginx, nginx_dir / "error.log")
+        if not wait_until_listening(port, nginx, START_TIMEOUT):
+            log = (nginx_dir / "error.log").read_text(errors="replace")
+            raise RuntimeError(f"nginx did not listen on {port} (exit status {nginx.poll()}): {log}")
         yield Deployment(f"http://127.0.0.1:{port}", rhinobox.url, data_dir, nginx_dir, rhinobox)
     finally:
         nginx.terminate()
@@ -128,9 +109,9 @@ async def access_line(deployment: Deployment, request_id: str) -> dict[str, obje
     """RhinoBox's access line for a request; it is written just after the answer is sent, so wait a little."""
     for _ in range(100):
         for raw in deployment.rhinobox.log_path.read_text().splitlines():
-            line = json.loads(raw)
+            line: dict[str, object] = json.loads(raw)
             if line["logger"] == "rhinobox.access" and line["request_id"] == request_id:
-                return line  # type: ignore[no-any-return]
+                return line
         await asyncio.sleep(0.05)
     raise AssertionError(f"no access line for request {request_id}")
 
@@ -223,19 +204,16 @@ async def test_download_range_and_304_are_served_by_nginx(deployment: Deployment
 async def test_nginx_keeps_the_json_error_shape(deployment: Deployment) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(deployment.url + "/files/" + "0" * 64) as response:
-            assert response.status == 404
-            assert (await response.json())["error"]["code"] == "not_found"
+            await assert_error(response, 404, "not_found")
         async with session.post(deployment.url + "/ingest", data=b"x", headers={"Content-Type": "text/plain"}) as r:
-            assert r.status == 415
-            assert (await r.json())["error"]["code"] == "not_multipart"
+            await assert_error(r, 415, "not_multipart")
         # Over client_max_body_size: nginx refuses from Content-Length alone, in the same JSON shape.
         async with session.post(
             deployment.url + "/ingest",
             data=b"",
             headers={"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(600 * MiB)},
         ) as response:
-            assert response.status == 413
-            assert (await response.json())["error"]["code"] == "request_too_large"
+            await assert_error(response, 413, "request_too_large")
 
 
 async def test_security_headers_survive_the_redirect(deployment: Deployment) -> None:

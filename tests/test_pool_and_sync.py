@@ -11,27 +11,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 import rhinobox.blobs.local as local_module
 from rhinobox.app import create_app
 from rhinobox.backends import make_catalog
+from rhinobox.blobs import fsops
 from rhinobox.blobs.durability import GroupSyncer
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.http.keys import CATALOG, PIPELINE, STORE
 from rhinobox.ingest.pins import HashPins
 from rhinobox.runmarker import RUN_MARKER_FILENAME
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, form
+from tests.helpers import AiohttpClient, Client, assert_error, blake3_hex, form, make_settings
 from tests.samples import make_sample
-
-Client = TestClient[web.Request, web.Application]
 
 
 async def test_single_file_skips_the_pool_and_a_batch_uses_it(client: Client) -> None:
-    pool = client.app[PIPELINE].pool
+    pool = client.app[PIPELINE].resources.pool
     assert (await client.post("/ingest", data=form([make_sample("png", 1)]))).status == 200
     assert pool.files_done == 0
     batch = [make_sample("text", i) for i in range(100)]
@@ -64,7 +60,7 @@ async def test_the_answer_waits_for_the_sync_that_follows_the_catalog_commit(
     catalog = client.app[CATALOG]
     assert isinstance(catalog, SQLiteCatalog)
     release, entered = threading.Event(), threading.Event()
-    sync = local_module.sync_filesystem
+    sync = fsops.sync_filesystem
     commits_when_synced: list[int] = []
 
     def held_sync(fd: int) -> None:
@@ -202,10 +198,10 @@ def test_commit_never_overwrites(tmp_path: Path) -> None:
         digest = "ab" + "0" * 62
         first = store.spool_dir / "one.spool"
         first.write_bytes(b"original")
-        assert store.commit(first, digest) is True
+        assert store.commit(str(first), digest) is True
         second = store.spool_dir / "two.spool"
         second.write_bytes(b"impostor")
-        assert store.commit(second, digest) is False
+        assert store.commit(str(second), digest) is False
         assert store.path_for(digest).read_bytes() == b"original"
         assert not first.exists()
         assert not second.exists()
@@ -233,7 +229,7 @@ def test_a_losing_rename_leaves_the_winner_waiting_for_its_sync(
     """Two commits of the same new content race; the loser must not clear the winner's "not yet synced"."""
     store, content = durable_store, b"the same new content twice"
     loser_in_flight, winner_done = threading.Event(), threading.Event()
-    rename = local_module.rename_noreplace
+    rename = fsops.rename_noreplace
 
     def held(src: str, dst: str) -> bool:
         if threading.current_thread().name == "loser":
@@ -261,7 +257,7 @@ def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
     durable_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, content = durable_store, b"renamed while a sync ran"
-    rename = local_module.rename_noreplace
+    rename = fsops.rename_noreplace
 
     def after_a_whole_sync(src: str, dst: str) -> bool:
         store.sync()  # the extreme case: a sync round that began and ended between mark and rename
@@ -277,7 +273,7 @@ def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
 def _first_sync_fails(monkeypatch: pytest.MonkeyPatch) -> list[OSError]:
     """The store's next sync reports an I/O error, later ones succeed; returns the pending failures."""
     failures = [OSError(errno.EIO, "Input/output error")]
-    sync = local_module.sync_filesystem
+    sync = fsops.sync_filesystem
 
     def failing_once(fd: int) -> None:
         if failures:
@@ -310,9 +306,7 @@ async def test_a_server_whose_sync_failed_refuses_durable_answers_and_says_so(
     failures = _first_sync_fails(monkeypatch)
     for seed in (1, 2):  # the second sync would succeed: it is not trusted
         response = await client.post("/ingest", data=form([make_sample("png", seed)]))
-        assert response.status >= 500
-        body = await response.json()
-        assert body["error"]["code"] == "storage_error", body
+        await assert_error(response, 500, "storage_error")
     assert failures == []
     health = await client.get("/healthz")
     assert health.status == 503

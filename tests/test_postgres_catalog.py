@@ -13,8 +13,10 @@ import pytest
 from rhinobox.catalog.postgres import PostgresCatalog
 from rhinobox.catalog.postgres_locks import AdvisoryHashLocks
 from rhinobox.catalog.postgres_schema import MIGRATIONS
+from rhinobox.errors import InsufficientStorage, StorageError
 from tests.catalog_contract import *  # noqa: F403 - the contract's tests run against this backend
 from tests.catalog_contract import digest, upload
+from tests.helpers import free_port
 
 SHORT_S = 0.3  # long enough for a lock that should block to show it (never a speed threshold)
 
@@ -78,6 +80,53 @@ async def test_a_failed_write_does_not_sink_its_group(catalog: PostgresCatalog) 
     assert results[0] is None
     assert isinstance(results[1], Exception)
     assert await catalog.known_digests([digest(1), digest(2)]) == {digest(1)}
+
+
+async def refuse_with(dsn: str, sqlstate: str, event: str) -> None:
+    """Make the server refuse every `event` (INSERT, DELETE) on blobs with `sqlstate`, as a full disk would."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '{sqlstate}'; END $$;"
+            f" CREATE TRIGGER refuse BEFORE {event} ON blobs FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_full_server_disk_is_insufficient_storage(catalog: PostgresCatalog, postgres_dsn: str) -> None:
+    await catalog.record_uploads([upload(1)])
+    await refuse_with(postgres_dsn, "53100", "INSERT OR DELETE")  # disk_full
+    with pytest.raises(InsufficientStorage) as raised:
+        await catalog.record_uploads([upload(2)])  # answered through the grouped writer's future
+    assert isinstance(raised.value.__cause__, asyncpg.exceptions.DiskFullError)
+    with pytest.raises(InsufficientStorage):
+        await catalog.delete_blob(digest(1))
+    assert await catalog.known_digests([digest(1), digest(2)]) == {digest(1)}
+
+
+async def test_other_server_errors_are_storage_errors(catalog: PostgresCatalog, postgres_dsn: str) -> None:
+    await refuse_with(postgres_dsn, "58030", "INSERT")  # io_error
+    with pytest.raises(StorageError) as raised:
+        await catalog.record_uploads([upload(1)])
+    assert type(raised.value) is StorageError
+    assert "58030" in raised.value.message
+    bad = upload(2, name="nul\x00byte.png")  # text cannot hold NUL: refused by the server
+    with pytest.raises(StorageError):
+        await catalog.record_uploads([bad])
+
+
+async def test_connection_failures_are_storage_errors(catalog: PostgresCatalog) -> None:
+    unreachable = PostgresCatalog(f"postgresql://rhinobox@127.0.0.1:{free_port()}/nothing", durable=False)
+    with pytest.raises(StorageError) as raised:
+        await unreachable.open()
+    assert isinstance(raised.value.__cause__, OSError)
+    await catalog.close()
+    with pytest.raises(StorageError, match="not open"):
+        await catalog.get_blob(digest(1))
+    with pytest.raises(StorageError, match="not open"):
+        await catalog.record_uploads([upload(1)])
 
 
 async def test_delete_waits_for_pins_on_another_node(catalog: PostgresCatalog, other_node: PostgresCatalog) -> None:

@@ -13,8 +13,6 @@ from typing import Any
 
 import obstore
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from obstore.store import S3Store
 
 from rhinobox.app import create_app
@@ -23,12 +21,9 @@ from rhinobox.blobs.s3 import PART_SIZE, S3BlobStore, S3Location, parse_s3_url
 from rhinobox.errors import BlobNotFound, StorageError
 from rhinobox.http.keys import STORE
 from rhinobox.settings import Settings
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, form, spool_files
+from tests.helpers import AiohttpClient, Client, assert_error, blake3_hex, form, make_settings, spool_files
 from tests.samples import SAMPLES, make_sample
 from tests.servers import SwiftServer
-
-Client = TestClient[web.Request, web.Application]
 
 
 def outside_view(settings: Settings) -> S3Store:
@@ -123,12 +118,12 @@ def test_commit_sends_once_and_always_drops_the_spool_file(store: S3BlobStore, s
     data = b"hello swift " * 100
     digest = blake3_hex(data)
     first = spool(store, data)
-    assert store.commit(first, digest) is True
+    assert store.commit(str(first), digest) is True
     assert not first.exists()
     assert stored_objects(s3_settings) == {f"{digest[:2]}/{digest}": len(data)}
     assert object_bytes(s3_settings, digest) == data
     again = spool(store, data)
-    assert store.commit(again, digest) is False
+    assert store.commit(str(again), digest) is False
     assert not again.exists()
     assert store.contains(digest)
     assert store.size(digest) == len(data)
@@ -140,7 +135,7 @@ def test_commit_sends_once_and_always_drops_the_spool_file(store: S3BlobStore, s
 def test_large_files_go_up_in_parts_and_come_back_whole(store: S3BlobStore, s3_settings: Settings) -> None:
     data = os.urandom(PART_SIZE + 1_234_567)
     digest = blake3_hex(data)
-    assert store.commit(spool(store, data), digest) is True
+    assert store.commit(str(spool(store, data)), digest) is True
     assert object_bytes(s3_settings, digest) == data
     assert store.size(digest) == len(data)
 
@@ -148,7 +143,7 @@ def test_large_files_go_up_in_parts_and_come_back_whole(store: S3BlobStore, s3_s
 async def test_read_range_streams_exact_slices(store: S3BlobStore) -> None:
     data = os.urandom(700_000)
     digest = blake3_hex(data)
-    await asyncio.to_thread(store.commit, spool(store, data), digest)
+    await asyncio.to_thread(store.commit, str(spool(store, data)), digest)
     for start, end in [(0, len(data)), (1, 2), (123_456, 654_321), (len(data) - 1, len(data)), (5, 5)]:
         got = b"".join([chunk async for chunk in store.read_range(digest, start, end)])
         assert got == data[start:end], (start, end)
@@ -159,7 +154,7 @@ async def test_read_range_streams_exact_slices(store: S3BlobStore) -> None:
 def test_delete_says_whether_the_blob_existed(store: S3BlobStore, s3_settings: Settings) -> None:
     data = b"short-lived"
     digest = blake3_hex(data)
-    store.commit(spool(store, data), digest)
+    store.commit(str(spool(store, data)), digest)
     assert store.delete(digest) is True
     assert stored_objects(s3_settings) == {}
     assert store.delete(digest) is False
@@ -176,7 +171,7 @@ def test_store_errors_are_per_file_os_errors_and_leave_no_spool(data_dir: Path, 
     blob_store._store = outside_view(make_settings(data_dir, **{**_overrides(s3_settings), "blobs": "s3://nope/x"}))
     path = spool(blob_store, b"doomed")
     with pytest.raises(OSError, match=r"S3 PUT failed \(HTTP 404\)") as failure:
-        blob_store.commit(path, blake3_hex(b"doomed"))
+        blob_store.commit(str(path), blake3_hex(b"doomed"))
     assert "nope" not in str(failure.value)  # where the store lives is for the log, not for clients
     assert not path.exists()
 
@@ -265,8 +260,7 @@ async def test_delete_then_upload_again(s3_client: Client, app_settings: Setting
     assert (await s3_client.delete(f"/files/{digest}")).status == 204
     assert stored_objects(app_settings) == {}
     missing = await s3_client.get(f"/files/{digest}")
-    assert missing.status == 404
-    assert (await missing.json())["error"]["code"] == "not_found"
+    await assert_error(missing, 404, "not_found")
     again = await (await s3_client.post("/ingest", data=form([("b.pdf", payload)]))).json()
     assert again["results"][0]["status"] == "stored"
     assert object_bytes(app_settings, digest) == payload
@@ -277,9 +271,7 @@ async def test_blob_missing_from_the_store_is_a_clean_404(s3_client: Client, app
     digest = blake3_hex(payload)
     await s3_client.post("/ingest", data=form([("g.gif", payload)]))
     obstore.delete(outside_view(app_settings), f"{digest[:2]}/{digest}")  # lost behind our back
-    response = await s3_client.get(f"/files/{digest}")
-    assert response.status == 404
-    assert (await response.json())["error"]["code"] == "not_found"
+    await assert_error(await s3_client.get(f"/files/{digest}"), 404, "not_found")
 
 
 async def test_an_unreachable_store_fails_each_file_and_records_nothing(

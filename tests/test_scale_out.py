@@ -13,9 +13,7 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import obstore
 import pytest
 from obstore.store import S3Store
 
-from tests.helpers import form
+from tests.helpers import form, free_port, wait_until_listening
 from tests.samples import SAMPLES, make_sample
 from tests.server_process import RhinoBoxProcess, generated_digest, stream_multipart
 
@@ -70,13 +68,6 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Nginx:
     """nginx in the foreground on a free port, with `upstreams` (host:port) round-robin."""
 
@@ -109,15 +100,8 @@ class Nginx:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + NGINX_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
+        if wait_until_listening(self.port, self.proc, NGINX_START_TIMEOUT_S):
+            return
         self.stop()
         raise RuntimeError(f"nginx did not start: {(directory / 'error.log').read_text(errors='replace')}")
 

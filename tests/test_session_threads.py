@@ -19,9 +19,18 @@ from rhinobox.errors import InsufficientStorage
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.pipeline import IngestPipeline
 from rhinobox.ingest.sniff import MimeSniffer
-from rhinobox.ingest.stages import StageContext, commit_entries
-from tests.conftest import make_settings
-from tests.helpers import blob_files, entry_of, png, raw_multipart, spool_files
+from rhinobox.ingest.stages import commit_entries
+from tests.helpers import (
+    blob_files,
+    entry_of,
+    file_part,
+    make_settings,
+    multipart,
+    multipart_headers,
+    png,
+    spool_files,
+    wait_until,
+)
 
 
 class GatedSniffer(MimeSniffer):
@@ -32,26 +41,24 @@ class GatedSniffer(MimeSniffer):
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def sniff(self, head: bytes | memoryview) -> str:
+    def sniff_document(self, data: bytes | memoryview) -> str:
         self.entered.set()
         self.gate.wait(30)
-        return super().sniff(head)
+        return super().sniff_document(data)
 
 
 def body_of(count: int, size: int) -> tuple[str, AsyncIterator[bytes]]:
-    body, headers = raw_multipart((f"f{i}.bin".encode(), os.urandom(size)) for i in range(count))
+    body = multipart(*(file_part(os.urandom(size), f"f{i}.bin") for i in range(count)))
 
     async def chunks() -> AsyncIterator[bytes]:
         yield body
 
-    return headers["Content-Type"], chunks()
+    return multipart_headers()["Content-Type"], chunks()
 
 
 async def wait_until_idle(pipeline: IngestPipeline, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while pipeline.pool.queued or pipeline.pool.busy:
-        assert time.monotonic() < deadline, "the workers never finished"
-        await asyncio.sleep(0.01)
+    pool = pipeline.resources.pool
+    assert await wait_until(lambda: not (pool.queued or pool.busy), seconds), "the workers never finished"
 
 
 async def test_a_cancelled_request_waits_for_its_workers_and_leaves_no_spool_file(
@@ -60,14 +67,13 @@ async def test_a_cancelled_request_waits_for_its_workers_and_leaves_no_spool_fil
     settings = make_settings(tmp_path / "data", workers="4")
     store = LocalBlobStore(settings.data_dir, durable=False)
     store.open()
-    pipeline = IngestPipeline(settings, store, sqlite_catalog, Categorizer.load(settings.data_dir))
     sniffer = GatedSniffer()
-    pipeline.stage_context = StageContext(store, sniffer, pipeline.categorizer)
+    pipeline = IngestPipeline(settings, store, sqlite_catalog, Categorizer.load(settings.data_dir), sniffer=sniffer)
     try:
         content_type, chunks = body_of(300, 1000)  # five arenas, on four workers
         task = asyncio.create_task(pipeline.ingest(content_type, chunks))
         deadline = time.monotonic() + 30
-        while not (sniffer.entered.is_set() and pipeline.pool.queued == 300):  # all five arenas handed over
+        while not (sniffer.entered.is_set() and pipeline.resources.pool.queued == 300):  # all five arenas handed over
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)  # the request now waits for its workers
@@ -76,7 +82,7 @@ async def test_a_cancelled_request_waits_for_its_workers_and_leaves_no_spool_fil
         with pytest.raises(asyncio.CancelledError):
             await task
         # The request is over: its workers must already be done with its files, none may be left.
-        assert not pipeline.pool.busy
+        assert not pipeline.resources.pool.busy
         await wait_until_idle(pipeline)
         assert spool_files(settings.data_dir) == []
         assert blob_files(settings.data_dir) == {}
@@ -98,8 +104,8 @@ async def test_a_request_as_large_as_the_queue_commits_while_others_keep_it_busy
 
     async def other_client() -> None:  # never more than 8 files queued
         while not stop.is_set():
-            reserved = await pipeline.pool.reserve(8)
-            await pipeline.pool.submit(reserved, lambda: time.sleep(0.003))
+            reserved = await pipeline.resources.pool.reserve(8)
+            await pipeline.resources.pool.submit(reserved, lambda: time.sleep(0.003))
 
     others = [asyncio.create_task(other_client()) for _ in range(2)]
     try:

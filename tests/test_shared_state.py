@@ -16,21 +16,26 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.ingest.rules_store import RULES_POLL_INTERVAL
 from rhinobox.jobs import Job, JobError, JobManager, JobState
 from rhinobox.jobs.manager import HEARTBEAT_INTERVAL, LEASE_HEARTBEATS, ResultSink
 from rhinobox.jobs.postgres import PostgresJobStore
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import form
+from tests.helpers import (
+    AiohttpClient,
+    Client,
+    assert_error,
+    form,
+    ingest_one,
+    job_of,
+    make_settings,
+    read_events,
+    start_job,
+    wait_done,
+)
 from tests.samples import make_sample
 from tests.server_process import RhinoBoxProcess
-from tests.test_jobs import read_events, wait_done
-
-Client = TestClient[web.Request, web.Application]
 
 PROPAGATION_S = 10 * RULES_POLL_INTERVAL  # "within a few seconds", with room for a loaded machine
 LEASE_S = HEARTBEAT_INTERVAL * LEASE_HEARTBEATS
@@ -80,10 +85,7 @@ class CatalogWritesHeld:
 
 
 async def category_of_upload(client: Client, kind: str, seed: int) -> str:
-    response = await client.post("/ingest", data=form([make_sample(kind, seed)]))
-    assert response.status == 200, await response.text()
-    category: str = (await response.json())["results"][0]["category"]
-    return category
+    return str((await ingest_one(client, *make_sample(kind, seed)))["category"])
 
 
 async def rules_of(client: Client) -> dict[str, Any]:
@@ -131,9 +133,7 @@ async def test_a_bad_rule_set_is_refused_and_every_node_keeps_the_old(
     assert version == 1
     await until_rules(node_b, PHOTO_RULES)
     bad = {"mime": {"image/*": "Not A Category"}}
-    response = await node_a.put("/categories", json=bad)
-    assert response.status == 400
-    assert (await response.json())["error"]["code"] == "invalid_rules"
+    await assert_error(await node_a.put("/categories", json=bad), 400, "invalid_rules")
     assert await stored_rules_version(postgres_dsn) == version  # nothing was saved
 
     # A rule document that does not parse (written past the API) is not applied either.
@@ -160,20 +160,6 @@ async def test_rules_saved_in_the_database_apply_to_a_node_started_later(
 # -- async jobs --------------------------------------------------------------------------------
 
 
-async def start_job(client: Client, files: list[tuple[str, bytes]]) -> str:
-    response = await client.post("/ingest?async=true", data=form(files))
-    assert response.status == 202, await response.text()
-    job_id: str = (await response.json())["job"]
-    return job_id
-
-
-async def job_of(client: Client, job_id: str) -> dict[str, Any]:
-    response = await client.get(f"/jobs/{job_id}")
-    assert response.status == 200, await response.text()
-    body: dict[str, Any] = await response.json()
-    return body
-
-
 def png_files(count: int, first_seed: int) -> list[tuple[str, bytes]]:
     return [(f"p{i:03}.png", make_sample("png", first_seed + i)[1]) for i in range(count)]
 
@@ -183,7 +169,7 @@ async def test_a_job_started_on_one_node_is_followed_on_the_other(
 ) -> None:
     files = png_files(40, 100)
     async with CatalogWritesHeld(postgres_dsn) as held:
-        job_id = await start_job(node_a, files)
+        job_id = (await start_job(node_a, files))["job"]
         running = await job_of(node_b, job_id)
         assert running["state"] in ("queued", "running")
         assert running["results"] is None
@@ -214,7 +200,7 @@ async def test_a_live_job_is_not_interrupted_when_another_node_restarts(
 ) -> None:
     files = png_files(10, 200)
     async with CatalogWritesHeld(postgres_dsn) as held:
-        job_id = await start_job(node_a, files)
+        job_id = (await start_job(node_a, files))["job"]
         first_b = await node(aiohttp_client, tmp_path / "b", postgres_dsn)
         await first_b.close()
         await node(aiohttp_client, tmp_path / "b", postgres_dsn)  # B again: its start-up sweep runs

@@ -42,12 +42,13 @@ async def test_sigterm_mid_batch_finishes_the_request_then_exits(tmp_path: Path)
     # Large files go through spool files and workers; small ones through arenas: both are in flight.
     files = [(f"f{i}.bin", i, (3 * MiB if i % 3 == 0 else 40_000 + i)) for i in range(24)]
     server = RhinoBoxProcess(data_dir).start()
-    assert server.proc is not None
+    proc = server.proc
+    assert proc is not None
     signalled = asyncio.Event()
 
     async def after_file(index: int) -> None:
         if index == 8:
-            server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            proc.send_signal(signal.SIGTERM)
             for _ in range(100):  # the listening socket closes while this request is still streaming
                 if await asyncio.to_thread(refuses_connections, server.url):
                     break
@@ -66,7 +67,7 @@ async def test_sigterm_mid_batch_finishes_the_request_then_exits(tmp_path: Path)
             status, body = response.status, await response.json()
         assert signalled.is_set()
         assert refuses_connections(server.url)
-        assert server.proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         server.stop(signal.SIGKILL)
     assert status == 200, body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,8 @@ from rhinobox.blobs import fsops
 from rhinobox.errors import StorageError
 from rhinobox.http.keys import PIPELINE
 from rhinobox.ingest import spool
+from rhinobox.ingest.documents import DOCUMENT_HEAD_BYTES
+from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
 from rhinobox.ingest.spool import SPOOL_SUFFIX, SpoolNames, SpoolWriter, write_spool_file
 from tests.conftest import AiohttpClient, make_settings
 
@@ -58,7 +61,7 @@ async def test_the_pipeline_asks_for_writeback_only_when_it_syncs(
     client: TestClient[web.Request, web.Application] = await aiohttp_client(
         create_app(make_settings(tmp_path / "data", fsync=fsync))
     )
-    writer = client.app[PIPELINE].new_spool_writer()
+    writer = client.app[PIPELINE].resources.new_spool_writer()
     try:
         assert writer.writeback is expected
     finally:
@@ -89,3 +92,18 @@ def test_a_spool_name_that_exists_is_refused_not_overwritten(tmp_path: Path) -> 
     with pytest.raises(StorageError):
         write_spool_file(names, b"new bytes")
     assert taken.read_bytes() == b"someone else's"
+
+
+def test_the_writer_keeps_what_type_detection_needs(tmp_path: Path) -> None:
+    records = [{"id": i, "name": f"record {i}"} for i in range(40000)]
+    document = json.dumps(records).encode()
+    writer = SpoolWriter(SpoolNames(tmp_path))
+    for start in range(0, len(document), MIB):
+        writer.write_pieces([document[start : start + MIB // 2], document[start + MIB // 2 : start + MIB]])
+    writer.finish()
+    assert writer.head == document[:SNIFF_BYTES]
+    assert writer.scan.head == document[:DOCUMENT_HEAD_BYTES]
+    assert writer.scan.size == len(document)
+    assert MimeSniffer().sniff_scan(writer.scan) == "application/json"
+    assert MimeSniffer().sniff(writer.head) == "text/plain"  # what a head alone says
+    writer.abort()

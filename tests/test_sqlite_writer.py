@@ -21,6 +21,7 @@ from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.catalog.sqlite_writer import SQLiteWriter
 from rhinobox.errors import StorageError
 from tests.catalog_contract import T0, digest, upload
+from tests.helpers import wait_until
 
 HANG_GUARD_S = 10.0  # a bound on waits that should end at once, so a bug fails a test instead of hanging it
 
@@ -61,11 +62,7 @@ class Gate:
 
 
 async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(int(HANG_GUARD_S * 1000)):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("the condition never came true")
+    assert await wait_until(condition, HANG_GUARD_S, interval=0.001), "the condition never came true"
 
 
 async def hold_writer(catalog: SQLiteCatalog) -> tuple[Gate, asyncio.Task[str]]:
@@ -142,7 +139,9 @@ async def test_concurrent_records_share_one_commit_and_one_answer(
     assert (stats.blobs, stats.uploads) == (200, 200)
 
 
-async def test_writes_of_one_loop_turn_wake_the_thread_once(catalog: SQLiteCatalog) -> None:
+async def test_writes_of_one_loop_turn_wake_the_thread_once(
+    catalog: SQLiteCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """50 writes submitted in one turn of the loop reach the idle thread with a single wake-up."""
     writer = writer_of(catalog)
     wakes = 0
@@ -153,7 +152,7 @@ async def test_writes_of_one_loop_turn_wake_the_thread_once(catalog: SQLiteCatal
         wakes += 1
         notify(n)
 
-    writer._wake.notify = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(writer._wake, "notify", counted)
     commits = catalog.commits
     await asyncio.wait_for(asyncio.gather(*(catalog.record_uploads([upload(n)]) for n in range(50))), HANG_GUARD_S)
     assert wakes == 1
@@ -255,7 +254,8 @@ def failing_job(db: sqlite3.Connection) -> None:
 
 async def test_a_failing_job_fails_alone(catalog: SQLiteCatalog) -> None:
     """One job raising and one record SQLite refuses, in a group: the rest commit, each failure goes to its caller."""
-    refused = replace(upload(3), name=None)  # uploads.name is NOT NULL
+    # uploads.name is NOT NULL: a record ill-typed on purpose, so that SQLite itself refuses it.
+    refused = replace(upload(3), name=None)  # type: ignore[arg-type]
     gate, held = await hold_writer(catalog)
     commits = catalog.commits
     good_1, bad_job, bad_record, good_2 = await queue_behind(
@@ -272,7 +272,9 @@ async def test_a_failing_job_fails_alone(catalog: SQLiteCatalog) -> None:
     assert good_1.result() is None
     assert good_2.result() is None
     assert isinstance(bad_job.exception(), ValueError)
-    assert isinstance(bad_record.exception(), sqlite3.IntegrityError)
+    refusal = bad_record.exception()
+    assert isinstance(refusal, StorageError)  # the backend's driver error, as the domain's
+    assert "NOT NULL" in refusal.message
     assert catalog.commits - commits == 3  # the gate; then, the group having failed, each good call alone
     stats = await catalog.stats()
     assert (stats.blobs, stats.uploads) == (2, 3)
@@ -321,7 +323,7 @@ async def test_a_job_returning_a_coroutine_fails(catalog: SQLiteCatalog) -> None
             await db.execute("INSERT INTO uploads (hash, name, category, uploaded_at) VALUES ('x', 'x', 'x', 0)")
 
     with pytest.raises(TypeError, match="returned a coroutine"):
-        await asyncio.wait_for(catalog.write(AsyncCallable()), HANG_GUARD_S)
+        _ = await asyncio.wait_for(catalog.write(AsyncCallable()), HANG_GUARD_S)  # typed as a coroutine; refused
 
 
 # -- closing ---------------------------------------------------------------------------------------
@@ -427,7 +429,9 @@ async def test_a_connection_that_cannot_open_fails_start(tmp_path: Path) -> None
     await asyncio.wait_for(writer.close(), HANG_GUARD_S)
 
 
-async def test_a_fault_in_the_thread_answers_everyone_and_refuses_later_writes(tmp_path: Path) -> None:
+async def test_a_fault_in_the_thread_answers_everyone_and_refuses_later_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Should the thread's own loop ever fail, queued callers get an error and new ones are refused."""
     writer = SQLiteWriter(connect_to(tmp_path / "w.sqlite3"))
 
@@ -437,7 +441,7 @@ async def test_a_fault_in_the_thread_answers_everyone_and_refuses_later_writes(t
                 writer._wake.wait()
         raise RuntimeError("a fault in the writer itself")
 
-    writer._next_group = broken_next_group  # type: ignore[method-assign]
+    monkeypatch.setattr(writer, "_next_group", broken_next_group)
     await writer.start()
     with pytest.raises(StorageError, match="stopped"):
         await asyncio.wait_for(writer.submit(lambda db: 1), HANG_GUARD_S)

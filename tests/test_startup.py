@@ -14,21 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 import rhinobox.app as app_module
 from rhinobox import __version__, runmarker
 from rhinobox.app import create_app
+from rhinobox.blobs import fsops
 from rhinobox.catalog.base import UploadRecord
 from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.runmarker import ADVANCE_SECONDS, RUN_MARKER_FILENAME, RunMarker
 from rhinobox.verify import QUARANTINE_DIRNAME
-from tests.conftest import AiohttpClient, make_settings
-from tests.helpers import blake3_hex, blob_files, form, spool_files
+from tests.helpers import AiohttpClient, Client, blake3_hex, blob_files, form, make_settings, spool_files
 from tests.samples import make_sample
-
-Client = TestClient[web.Request, web.Application]
 
 
 async def reconciled(client: Client, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -205,8 +201,12 @@ async def test_an_unclean_start_syncs_what_the_dead_run_left_in_the_page_cache(
     content = b"renamed by the killed run, still in the page cache"
     _plant_blob(data_dir, blake3_hex(content), content)
     synced: list[int] = []
-    real = runmarker.sync_filesystem
-    monkeypatch.setattr(runmarker, "sync_filesystem", lambda fd: (synced.append(fd), real(fd))[1])
+
+    def recorded_sync(fd: int) -> None:
+        synced.append(fd)
+        fsops.sync_filesystem(fd)
+
+    monkeypatch.setattr(runmarker, "sync_filesystem", recorded_sync)
 
     second = await aiohttp_client(create_app(make_settings(data_dir)))
     assert len(synced) == 1, "nothing synced the orphans before serving"

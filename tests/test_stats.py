@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-
-from tests.helpers import blake3_hex, form
+from tests.helpers import Client, blake3_hex, form, get_stats
 from tests.samples import make_sample
-
-Client = TestClient[web.Request, web.Application]
-
-
-async def get_stats(client: Client) -> dict[str, object]:
-    response = await client.get("/stats")
-    assert response.status == 200
-    body: dict[str, object] = await response.json()
-    return body
 
 
 async def test_empty_store(client: Client) -> None:
@@ -51,4 +39,4 @@ async def test_stats_count_dedup_and_follow_deletes(client: Client) -> None:
     assert (await client.delete(f"/files/{blake3_hex(png)}")).status == 204
     after = await get_stats(client)
     assert (after["blobs"], after["uploads"], after["bytes_saved"]) == (2, 2, 0)
-    assert set(after["categories"]) == {"documents/pdf", "documents/text"}  # type: ignore[arg-type]
+    assert set(after["categories"]) == {"documents/pdf", "documents/text"}

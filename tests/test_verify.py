@@ -7,36 +7,23 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from rhinobox.app import create_app
 from rhinobox.backends import make_catalog
 from rhinobox.settings import Settings
 from rhinobox.verify import removed_records
-from tests.conftest import AiohttpClient
-from tests.helpers import blake3_hex, blob_files, form
+from tests.helpers import AiohttpClient, Client, blake3_hex, blob_files, form
 from tests.samples import make_sample
-from tests.server_process import RhinoBoxProcess, catalog_rows
-
-Client = TestClient[web.Request, web.Application]
+from tests.server_process import RhinoBoxProcess, catalog_rows, run_cli
 
 
 def run_verify(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RHINOBOX_")}
-    return subprocess.run(
-        [sys.executable, "-m", "rhinobox", "verify", "--data-dir", str(data_dir), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("verify", "--data-dir", str(data_dir), *args, env=env)
 
 
 async def upload(client: Client, count: int) -> dict[str, bytes]:

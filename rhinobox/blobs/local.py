@@ -20,14 +20,12 @@ from typing import Final
 from rhinobox.blobs.digest import is_digest
 from rhinobox.blobs.durability import GroupSyncer
 from rhinobox.blobs.fsops import rename_noreplace, sync_filesystem
+from rhinobox.blobs.layout import BLOBS_DIRNAME, FANOUT_HEX_CHARS, SPOOL_DIRNAME, blob_name
 from rhinobox.errors import BlobNotFound
 
-__all__ = ["FANOUT_HEX_CHARS", "LocalBlobStore"]
+__all__ = ["LocalBlobStore"]
 
 log = logging.getLogger(__name__)
-FANOUT_HEX_CHARS: Final = 2
-BLOBS_DIRNAME: Final = "blobs"
-SPOOL_DIRNAME: Final = "tmp"
 READ_CHUNK: Final = 256 * 1024
 
 
@@ -83,7 +81,10 @@ class LocalBlobStore:
                 self._dirfd = None
 
     def path_for(self, digest: str) -> Path:
-        return self.root / digest[:FANOUT_HEX_CHARS] / digest
+        return self.root / blob_name(digest)
+
+    def relative_name(self, digest: str) -> str:
+        return blob_name(digest)
 
     def _path_str(self, digest: str) -> str:
         # Plain string joins: pathlib costs several microseconds per call on the per-file hot path.

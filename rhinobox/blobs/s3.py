@@ -24,6 +24,7 @@ from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
 from rhinobox.blobs.digest import is_digest
+from rhinobox.blobs.layout import FANOUT_HEX_CHARS, blob_name
 from rhinobox.errors import BlobNotFound, StorageError
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PART_SIZE", "S3BlobStore", "S3Location", "parse_s3_url"]
 
-FANOUT_HEX_CHARS: Final = 2
 # Parts of a multipart upload; S3 wants >= 5 MiB per part (all but the last), Swift's s3api too.
 PART_SIZE: Final = 8 * 1024 * 1024
 PART_CONCURRENCY: Final = 4
@@ -149,7 +149,10 @@ class S3BlobStore:
     @staticmethod
     def key_for(digest: str) -> str:
         """The object key of a blob, relative to the prefix (fanned out like the local store)."""
-        return f"{digest[:FANOUT_HEX_CHARS]}/{digest}"
+        return blob_name(digest)
+
+    def relative_name(self, digest: str) -> str:
+        return blob_name(digest)
 
     def _head_size(self, digest: str) -> int | None:
         try:

@@ -78,6 +78,10 @@ class BlobStore(Protocol):
         """The stored size of a blob, or None if absent."""
         ...
 
+    def relative_name(self, digest: str) -> str:
+        """The blob's name below the store's root (`ab/abcd...`): what a proxy serving the store asks for."""
+        ...
+
     def local_path(self, digest: str) -> Path | None:
         """A filesystem path to serve the blob from (sendfile), or None if the backend has none."""
         ...

@@ -6,6 +6,7 @@ same contract tests (tests/catalog_contract.py).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -21,9 +22,14 @@ __all__ = [
     "StoredUpload",
     "UploadRecord",
     "category_prefixes",
+    "query_can_match",
 ]
 
 MAX_PAGE: Final = 1000  # the most rows one listing call returns
+# Unicode categories no stored name, category or type holds: names drop them (ingest/names.py,
+# clean_filename), categories and types are lowercase ASCII. NUL and lone surrogates among them
+# cannot even be bound as query text (SQLite cuts a LIKE pattern at NUL; PostgreSQL text refuses both).
+NEVER_STORED_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,8 @@ class BlobQuery:
     `category` is a whole-segment prefix of the blob's category or of any upload's category
     (`images` matches `images/png` and `images/png/holiday`, not `imagesets/x`). `name` is a
     case-insensitive substring of any upload name. Sizes are inclusive, `since` inclusive and
-    `until` exclusive, both on `first_upload_at`.
+    `until` exclusive, both on `first_upload_at`. A text filter holding a character no stored value
+    can hold (a control character: `query_can_match`) matches nothing, on every backend.
     """
 
     category: str | None = None
@@ -116,6 +123,19 @@ class CatalogStats:
     @property
     def bytes_saved(self) -> int:
         return self.bytes_uploaded - self.bytes_stored
+
+
+def query_can_match(query: BlobQuery) -> bool:
+    """False if a text filter holds a character that no stored value holds: the listing is empty.
+
+    Backends answer such a query without asking their database, so all of them agree (no error, no
+    filter cut short at a NUL).
+    """
+    return all(_storable(text) for text in (query.name, query.category, query.mime) if text is not None)
+
+
+def _storable(text: str) -> bool:
+    return text.isprintable() or not any(unicodedata.category(ch) in NEVER_STORED_CATEGORIES for ch in text)
 
 
 def category_prefixes(category: str) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,9 +29,12 @@ from rhinobox.catalog.base import (
     StoredUpload,
     UploadRecord,
     category_prefixes,
+    query_can_match,
 )
+from rhinobox.catalog.postgres_errors import postgres_errors
 from rhinobox.catalog.postgres_locks import AdvisoryHashLocks
 from rhinobox.catalog.postgres_schema import migrate
+from rhinobox.errors import StorageError
 
 __all__ = ["PostgresCatalog"]
 
@@ -91,6 +94,7 @@ class PostgresCatalog:
     def makes_blobs_durable(self) -> bool:
         return False  # another machine's disk: its commits cannot cover the blobs' sync
 
+    @postgres_errors("open the catalog")
     async def open(self) -> None:
         # With fsync=never the catalog may lose its last commits on a crash, like the blobs.
         server_settings = {"application_name": "rhinobox"}
@@ -119,6 +123,8 @@ class PostgresCatalog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+        while not self._queue.empty():  # queued behind the writer: answered, never left waiting
+            _fail(self._queue.get_nowait(), StorageError("the catalog closed before this write ran"))
         await self.locks.close()
         if self._pool is not None:
             await self._pool.close()
@@ -126,17 +132,21 @@ class PostgresCatalog:
 
     def _db(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise RuntimeError("catalog is not open")
+            raise StorageError("the catalog is not open")
         return self._pool
 
+    @postgres_errors("reach the catalog")
     async def ping(self) -> None:
         await self._db().fetchval("SELECT 1")
 
     # -- writes ------------------------------------------------------------------------------
 
+    @postgres_errors("record the uploads")
     async def record_uploads(self, records: Sequence[UploadRecord]) -> None:
         if not records:
             return
+        if self._writer is None:
+            raise StorageError("the catalog is not open")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Write(records, done))
         await done
@@ -146,10 +156,18 @@ class PostgresCatalog:
             group = [await self._queue.get()]
             while not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            await self._write_group(group)
+            try:
+                await self._write_group(group)
+            except asyncio.CancelledError:  # close(): whatever did not commit is not known to have
+                for write in group:
+                    _fail(write, StorageError("the catalog closed before this write was confirmed"))
+                raise
 
     async def _write_group(self, group: list[_Write]) -> None:
-        """One transaction for the whole group; if it fails, each write is retried alone."""
+        """One transaction for the whole group; if it fails, each write is retried alone.
+
+        A write's failure reaches its caller as the domain's error (postgres_errors): a full disk is a 507.
+        """
         try:
             async with self._db().acquire() as conn, conn.transaction():
                 await _record(conn, [record for write in group for record in write.records])
@@ -159,13 +177,13 @@ class PostgresCatalog:
                 for write in group:
                     await self._write_group([write])
                 return
-            if not group[0].done.done():
-                group[0].done.set_exception(exc)
+            _fail(group[0], postgres_errors.translated(exc, "record the uploads"))
             return
         for write in group:
             if not write.done.done():
                 write.done.set_result(None)
 
+    @postgres_errors("delete a blob's entry")
     async def delete_blob(self, digest: str) -> bool:
         async with self._db().acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -186,6 +204,7 @@ class PostgresCatalog:
 
     # -- reads -------------------------------------------------------------------------------
 
+    @postgres_errors("look up hashes in the catalog")
     async def known_digests(self, digests: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(digests))
         if not wanted:
@@ -193,6 +212,7 @@ class PostgresCatalog:
         rows = await self._db().fetch("SELECT hash FROM blobs WHERE hash = ANY($1::text[])", wanted)
         return {row["hash"] for row in rows}
 
+    @postgres_errors("look up types in the catalog")
     async def known_mimes(self, digests: Iterable[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(digests))
         if not wanted:
@@ -200,7 +220,8 @@ class PostgresCatalog:
         rows = await self._db().fetch("SELECT hash, mime FROM blobs WHERE hash = ANY($1::text[])", wanted)
         return {row["hash"]: row["mime"] for row in rows}
 
-    async def iter_digests(self, page_size: int = 1000) -> AsyncIterator[list[str]]:
+    @postgres_errors.iteration("list the catalog's hashes")
+    async def iter_digests(self, page_size: int = 1000) -> AsyncGenerator[list[str], None]:
         after = ""
         db = self._db()
         while True:
@@ -211,10 +232,12 @@ class PostgresCatalog:
             yield page
             after = page[-1]
 
+    @postgres_errors("read a blob's entry")
     async def get_blob(self, digest: str) -> BlobInfo | None:
         row = await self._db().fetchrow(f"SELECT {_BLOB_COLUMNS} FROM blobs b WHERE b.hash = $1", digest)
         return BlobInfo(*row) if row is not None else None
 
+    @postgres_errors("list a blob's uploads")
     async def list_uploads(self, digest: str, *, after: int | None = None, limit: int = 100) -> list[StoredUpload]:
         rows = await self._db().fetch(
             f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE hash = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -224,8 +247,11 @@ class PostgresCatalog:
         )
         return [StoredUpload(*row) for row in rows]
 
+    @postgres_errors("list the catalog")
     async def list_blobs(self, query: BlobQuery, *, before: int | None = None, limit: int = 100) -> BlobPage:
         limit = _clamp(limit)
+        if not query_can_match(query):
+            return BlobPage([], None)
         if before is not None:
             before = min(before, MAX_ID)  # a cursor past any id lists from the newest
         sql, params = _listing_sql(query, before, limit + 1)
@@ -233,6 +259,7 @@ class PostgresCatalog:
         blobs = [BlobInfo(*row) for row in rows[:limit]]
         return BlobPage(blobs, blobs[-1].id if len(rows) > limit else None)
 
+    @postgres_errors("count the catalog")
     async def stats(self) -> CatalogStats:
         rows = await self._db().fetch(
             "SELECT category, blobs, bytes, uploads, upload_bytes FROM category_stats WHERE blobs > 0 ORDER BY category"
@@ -246,6 +273,11 @@ class PostgresCatalog:
                 row["category"]: CategoryStats(blobs=int(row["blobs"]), bytes=int(row["bytes"])) for row in rows
             },
         )
+
+
+def _fail(write: _Write, error: BaseException) -> None:
+    if not write.done.done():  # its caller may have been cancelled
+        write.done.set_exception(error)
 
 
 async def _record(conn: Connection, records: Sequence[UploadRecord]) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from rhinobox.catalog.postgres_errors import postgres_errors
 from rhinobox.ingest.pins import HashPins
 
 __all__ = ["AdvisoryHashLocks"]
@@ -95,6 +96,7 @@ class AdvisoryHashLocks:
         self._tasks: set[asyncio.Task[None]] = set()
         self.queries = 0
 
+    @postgres_errors("connect for hash locks")
     async def open(self) -> None:
         self._conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S)
         self._worker = asyncio.create_task(self._run(), name="rhinobox-advisory-locks")
@@ -306,9 +308,9 @@ class AdvisoryHashLocks:
             self.queries += 1
         except Exception as exc:
             log.error("advisory lock %s failed for %d key(s): %s", op.name, len(keys), exc)
-            for future in futures:
+            for future in futures:  # each caller its own error: one instance would gather every traceback
                 if future is not None and not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(postgres_errors.translated(exc, "lock a hash across nodes"))
             return
         for row, future in zip(rows, futures, strict=True):
             if future is not None and not future.done():

@@ -10,6 +10,9 @@ from typing import ClassVar
 
 import asyncpg
 
+from rhinobox.catalog.postgres_errors import postgres_errors
+from rhinobox.errors import StorageError
+
 __all__ = ["PooledStore", "open_pool_with_schema"]
 
 
@@ -53,6 +56,7 @@ class PooledStore:
         self.dsn = dsn
         self._pool: asyncpg.Pool | None = None
 
+    @postgres_errors("open a store in the database")
     async def open(self) -> None:
         self._pool = await open_pool_with_schema(
             self.dsn,
@@ -70,5 +74,5 @@ class PooledStore:
 
     def _db(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise RuntimeError(f"{type(self).__name__} is not open")
+            raise StorageError(f"the {type(self).__name__} is not open")
         return self._pool

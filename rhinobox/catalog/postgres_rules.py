@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from rhinobox.catalog.postgres_errors import postgres_errors
 from rhinobox.catalog.postgres_pool import PooledStore
 from rhinobox.ingest.rules_store import StoredRules
 
@@ -49,16 +50,19 @@ class PostgresRulesStore(PooledStore):
     def location(self) -> str:
         return "the category_rules table of the PostgreSQL catalog"
 
+    @postgres_errors("load the category rules")
     async def load(self) -> StoredRules | None:
         row = await self._db().fetchrow("SELECT version, document FROM category_rules WHERE id = 1")
         if row is None:
             return None
         return StoredRules(json.loads(row["document"]), int(row["version"]))
 
+    @postgres_errors("save the category rules")
     async def save(self, document: Mapping[str, Any]) -> int:
         version = await self._db().fetchval(_SAVE, json.dumps(document, sort_keys=True))
         return int(version)
 
+    @postgres_errors("check the category rules for changes")
     async def version(self) -> int:
         version = await self._db().fetchval("SELECT version FROM category_rules WHERE id = 1")
         return 0 if version is None else int(version)

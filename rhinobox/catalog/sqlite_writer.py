@@ -9,8 +9,9 @@ it answers the group.
 The thread also checkpoints the WAL, between groups: only a checkpoint that has copied every frame
 before the next write transaction begins lets SQLite start the WAL over from its beginning. One run on
 another connection, beside a steady stream of commits, never catches up; the WAL then grows by new
-blocks until the autocheckpoint backstop stalls a commit for tens of milliseconds
-(docs/performance.md, round 5).
+blocks until the autocheckpoint backstop stalls a commit for tens of milliseconds (at 760-890 single
+uploads a second the WAL grew 41 MB in 3 s and a record's p99 was 11-33 ms; checkpointing here kept
+the WAL near 12 MiB and cut the client's p99 at 760/s from 13-19 ms to 7-8 ms).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Self, TypeVar, cast
 
+from rhinobox.catalog.sqlite_errors import sqlite_errors
 from rhinobox.errors import RhinoBoxError, StorageError, storage_failure
 
 __all__ = ["CLOSE_DRAIN_SECONDS", "MergeableJob", "SQLiteWriter", "WriteJob"]
@@ -39,6 +41,7 @@ CLOSE_STOP_SECONDS: Final = 1.0  # then how long it waits for the interrupted th
 # A checkpoint waits for an idle moment (no write queued) until this many checkpoint periods have
 # passed; then it runs before the next group, so a writer that is never idle still checkpoints.
 CHECKPOINT_OVERDUE_PERIODS: Final = 4
+WRITE_DOING: Final = "write to the database"  # what a failed write's error says it could not do
 
 T = TypeVar("T")
 WriteJob = Callable[[sqlite3.Connection], T]
@@ -295,12 +298,15 @@ class SQLiteWriter:
         return outcomes
 
     def _run_group(self, db: sqlite3.Connection, group: list[_Entry]) -> list[_Outcome]:
-        """One transaction for the group; if it fails, each job is retried alone so the others commit."""
+        """One transaction for the group; if it fails, each job is retried alone so the others commit.
+
+        A job's SQLite error reaches its caller as the domain's (sqlite_errors): a full disk is a 507.
+        """
         try:
             results = self._transaction(db, group)
         except BaseException as exc:
             if len(group) == 1:
-                return [(group[0], None, exc)]
+                return [(group[0], None, sqlite_errors.translated(exc, WRITE_DOING))]
             return [outcome for entry in group for outcome in self._run_group(db, [entry])]
         return [(entry, result, None) for entry, result in zip(group, results, strict=True)]
 

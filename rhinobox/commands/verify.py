@@ -15,7 +15,7 @@ import sys
 import time
 from typing import IO, Final
 
-from rhinobox.blobs.local import BLOBS_DIRNAME
+from rhinobox.blobs.layout import BLOBS_DIRNAME
 from rhinobox.commands.options import add_setting_flags, settings_from_args
 from rhinobox.datadir import DataDirLock, DataDirLocked
 from rhinobox.settings import Settings

@@ -13,12 +13,12 @@ from aiohttp import hdrs, web
 
 from rhinobox.blobs.digest import is_digest, require_digest
 from rhinobox.errors import BadHash, FileTooLarge, InvalidBody, TooManyHashes
-from rhinobox.http.bodies import read_json
-from rhinobox.http.ingest import body_chunks
-from rhinobox.http.keys import CATALOG, PIPELINE
+from rhinobox.http.bodies import body_chunks, read_json, refuse_encoded_body
+from rhinobox.http.keys import PIPELINE
 from rhinobox.ingest.entry import STORED, FileEntry
+from rhinobox.ingest.known import missing_content
 from rhinobox.ingest.names import clean_filename
-from rhinobox.ingest.raw import ingest_raw, record_known
+from rhinobox.ingest.raw import ingest_raw, record_known_raw
 
 __all__ = ["FILENAME_HEADER", "MAX_HASHES", "missing_blobs", "put_blob"]
 
@@ -29,8 +29,7 @@ FILENAME_HEADER: Final = "X-Filename"
 
 async def missing_blobs(request: web.Request) -> web.Response:
     hashes = _hashes_from(await _read_json(request))
-    known = await request.app[CATALOG].known_digests(hashes)
-    return web.json_response({"missing": [h for h in dict.fromkeys(hashes) if h not in known]})
+    return web.json_response({"missing": await missing_content(request.app[PIPELINE].resources, hashes)})
 
 
 async def _read_json(request: web.Request) -> object:
@@ -51,16 +50,18 @@ def _hashes_from(document: object) -> list[str]:
 
 async def put_blob(request: web.Request) -> web.Response:
     digest = require_digest(request.match_info["hash"])
-    pipeline = request.app[PIPELINE]
+    refuse_encoded_body(request)  # also when the blob is known and the body is never read
+    resources = request.app[PIPELINE].resources
     name = _upload_name(request.headers.get(FILENAME_HEADER))
     claimed = request.headers.get(hdrs.CONTENT_TYPE)
     claimed = claimed.strip().lower() if claimed else None
-    entry = await record_known(pipeline, digest, name, claimed)
+    entry = await record_known_raw(resources, digest, name, claimed)
     if entry is not None:
         return _result(entry, 200)  # the body is not needed: aiohttp discards whatever was sent
-    if request.content_length is not None and request.content_length > pipeline.settings.max_upload_bytes:
-        raise FileTooLarge(f"files may be at most {pipeline.settings.max_upload_mb} MiB")
-    entry = await ingest_raw(pipeline, digest, name, claimed, body_chunks(request))
+    limits = resources.limits
+    if request.content_length is not None and request.content_length > limits.max_upload_bytes:
+        raise FileTooLarge(f"files may be at most {limits.max_upload_mb} MiB")
+    entry = await ingest_raw(resources, digest, name, claimed, body_chunks(request))
     return _result(entry, 201 if entry.status == STORED else 200)
 
 

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_CODE: Final[dict[str, int]] = {
     "not_multipart": 415,
+    "unsupported_encoding": 415,
     "malformed_multipart": 400,
     "no_files": 400,
     "too_many_files": 413,
@@ -40,6 +41,7 @@ STATUS_BY_CODE: Final[dict[str, int]] = {
     "invalid_body": 400,
     "too_many_hashes": 413,
     "precondition_failed": 412,
+    "expectation_failed": 417,
     "job_not_found": 404,
     "internal": 500,
 }

@@ -12,11 +12,12 @@ from typing import Final
 from aiohttp import web
 
 from rhinobox.backends import make_job_store
-from rhinobox.errors import InvalidParameter, JobNotFound
-from rhinobox.http.ingest import body_chunks, file_result
+from rhinobox.errors import JobNotFound
+from rhinobox.http.bodies import body_chunks
 from rhinobox.http.keys import CATALOG, JOBS, METRICS, PIPELINE, SETTINGS
+from rhinobox.http.params import flag_param
+from rhinobox.http.results import file_result
 from rhinobox.ingest.entry import FileEntry
-from rhinobox.ingest.session import IngestReport
 from rhinobox.jobs.manager import JobManager, ResultSink
 
 __all__ = [
@@ -32,8 +33,6 @@ __all__ = [
 ]
 
 ASYNC_PARAM: Final = "async"
-TRUE_VALUES: Final = frozenset({"1", "true", "yes", "on"})
-FALSE_VALUES: Final = frozenset({"", "0", "false", "no", "off"})
 # Files are committed and recorded a step at a time (each step costs a sync and a catalog commit):
 # about JOB_STEPS steps per job, at least JOB_CHUNK_FILES and at most JOB_CHUNK_MAX files each.
 JOB_CHUNK_FILES: Final = 32
@@ -66,12 +65,7 @@ async def end_job_streams(app: web.Application) -> None:
 
 def wants_async(request: web.Request) -> bool:
     """`?async=true` (or 1, yes, on); false, 0, no, off or absent mean synchronous; anything else is refused."""
-    value = request.query.get(ASYNC_PARAM, "").strip().lower()
-    if value in TRUE_VALUES:
-        return True
-    if value in FALSE_VALUES:
-        return False
-    raise InvalidParameter(f"{ASYNC_PARAM} must be true or false, got {value[:40]!r}")
+    return flag_param(request.query, ASYNC_PARAM)
 
 
 class _CountedBody:
@@ -98,12 +92,12 @@ async def ingest_async(request: web.Request) -> web.Response:
     except BaseException:
         await manager.discard(job)
         raise
-    shell = IngestReport([], session.hint, session.comment)  # what file_result needs to name categories
+    meta = session.meta
     metrics = request.app.get(METRICS)
 
     async def work(sink: ResultSink) -> None:
         def progress(entry: FileEntry) -> None:
-            sink(file_result(shell, entry))
+            sink(file_result(entry, meta))
 
         report = await session.complete(progress=progress, chunk_files=job_chunk_files(total))
         if metrics is not None:

@@ -20,7 +20,7 @@ from rhinobox.http.access_log import route_of
 from rhinobox.http.errors import Handler
 from rhinobox.http.keys import CATALOG, METRICS, PIPELINE
 from rhinobox.ingest.entry import DUPLICATE, STORED
-from rhinobox.ingest.session import IngestReport
+from rhinobox.ingest.report import IngestReport
 
 __all__ = ["CategoryLabels", "Metrics", "metrics_handler", "metrics_middleware", "setup_metrics"]
 
@@ -164,7 +164,7 @@ class _LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         pipeline = self._app.get(PIPELINE)
         if pipeline is not None:
-            pool = pipeline.pool
+            pool = pipeline.resources.pool
             yield GaugeMetricFamily("rhinobox_ingest_queue_depth", "Files waiting for or on a worker.", pool.queued)
             yield GaugeMetricFamily("rhinobox_ingest_queue_capacity", "Queue size before 503.", pool.capacity)
             yield GaugeMetricFamily("rhinobox_ingest_workers", "Ingest worker threads.", pool.workers)

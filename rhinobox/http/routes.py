@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import web
 
 from rhinobox.http.blobs import missing_blobs, put_blob
+from rhinobox.http.bodies import expect_continue
 from rhinobox.http.categories import get_categories, put_categories
-from rhinobox.http.files import delete_file, file_meta, get_file, list_files
+from rhinobox.http.download import get_file
+from rhinobox.http.errors import Handler
+from rhinobox.http.files import delete_file, file_meta, list_files
 from rhinobox.http.health import healthz
 from rhinobox.http.ingest import ingest
 from rhinobox.http.jobs import get_job, job_events
@@ -17,18 +22,27 @@ __all__ = ["setup_routes"]
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/ingest", ingest)
-    app.router.add_post("/ingest/media", ingest)
-    app.router.add_get("/categories", get_categories)
-    app.router.add_put("/categories", put_categories)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/files", list_files)
-    app.router.add_get("/files/{hash}", get_file)
-    app.router.add_delete("/files/{hash}", delete_file)
-    app.router.add_get("/files/{hash}/meta", file_meta)
-    app.router.add_get("/stats", get_stats)
-    app.router.add_post("/blobs/missing", missing_blobs)
-    app.router.add_put("/blobs/{hash}", put_blob)
-    app.router.add_get("/jobs/{id}", get_job)
-    app.router.add_get("/jobs/{id}/events", job_events)
-    app.router.add_get("/metrics", metrics_handler)
+    for method, path, handler in ROUTES:
+        if method == "GET":  # and HEAD
+            app.router.add_get(path, handler, expect_handler=expect_continue)
+        else:
+            app.router.add_route(method, path, handler, expect_handler=expect_continue)
+
+
+ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
+    ("POST", "/ingest", ingest),
+    ("POST", "/ingest/media", ingest),
+    ("GET", "/categories", get_categories),
+    ("PUT", "/categories", put_categories),
+    ("GET", "/healthz", healthz),
+    ("GET", "/files", list_files),
+    ("GET", "/files/{hash}", get_file),
+    ("DELETE", "/files/{hash}", delete_file),
+    ("GET", "/files/{hash}/meta", file_meta),
+    ("GET", "/stats", get_stats),
+    ("POST", "/blobs/missing", missing_blobs),
+    ("PUT", "/blobs/{hash}", put_blob),
+    ("GET", "/jobs/{id}", get_job),
+    ("GET", "/jobs/{id}/events", job_events),
+    ("GET", "/metrics", metrics_handler),
+)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -18,14 +18,33 @@ from rhinobox.errors import InvalidRules
 from rhinobox.ingest.rules_store import RULES_FILENAME, FileRulesStore, RulesStore, StoredRules
 from rhinobox.ingest.rwlock import ReadWriteLock
 
-__all__ = ["DEFAULT_RULES", "RULES_FILENAME", "Categorizer", "CategoryRules"]
+__all__ = [
+    "DEFAULT_RULES",
+    "MAX_CATEGORY_SEGMENTS",
+    "MAX_CATEGORY_SEGMENT_CHARS",
+    "MAX_MIME_CHARS",
+    "MAX_RULES",
+    "RULES_FILENAME",
+    "Categorizer",
+    "CategoryRules",
+]
 
-MAX_RULES: Final = 10_000
+MAX_RULES: Final = 10_000  # mime, extension and generic entries together
+# A rule's category: at most this many segments of at most this many characters each, like an upload
+# hint's (ingest/names.py), which an upload's category adds below it.
+MAX_CATEGORY_SEGMENTS: Final = 4
+MAX_CATEGORY_SEGMENT_CHARS: Final = 64
+MAX_MIME_CHARS: Final = 255  # a type and a subtype of at most 127 characters each (RFC 6838)
+SUBTYPE: Final = "{subtype}"  # the segment a rule's category fills with the detected MIME subtype
 # Answers a rule set remembers; (type, extension) pairs come from clients, so the memo is bounded.
 MEMO_ENTRIES: Final = 4096
 _MIME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9.+_-]*/(\*|[a-z0-9][a-z0-9.+_-]*)")
 _EXTENSION_PATTERN: Final = re.compile(r"\.[a-z0-9]{1,16}")
-_CATEGORY_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]*(/([a-z0-9.+_-]+|\{subtype\}))+")
+# Category segments: the first names a top level ("images"), the later ones may hold a "+" ("svg+xml").
+# Neither starts or ends with "." or "-" (so never "." or ".."), as no cleaned hint segment does.
+_FIRST_SEGMENT: Final = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9_])?")
+_LATER_SEGMENT: Final = re.compile(r"[a-z0-9_+]([a-z0-9.+_-]*[a-z0-9_+])?")
+_CATEGORY_SHAPE: Final = "lowercase segments like 'images/png' or 'images/{subtype}'"
 _SUBTYPE_UNSAFE: Final = re.compile(r"[^a-z0-9.+_-]+")
 _RULE_KEYS: Final = frozenset({"mime", "extension", "generic", "default"})
 
@@ -122,14 +141,14 @@ class CategoryRules:
         unknown = set(document) - _RULE_KEYS
         if unknown:
             raise InvalidRules(f"unknown keys: {', '.join(sorted(unknown))}")
-        mime = _string_map(document.get("mime", {}), "mime", _MIME_PATTERN)
-        extension = _string_map(document.get("extension", {}), "extension", _EXTENSION_PATTERN)
+        mime = _string_map(document.get("mime", {}), "mime", _is_mime)
+        extension = _string_map(document.get("extension", {}), "extension", _EXTENSION_PATTERN.fullmatch)
         generic = document.get("generic", [])
-        if not isinstance(generic, list) or not all(isinstance(g, str) and _MIME_PATTERN.fullmatch(g) for g in generic):
-            raise InvalidRules("generic must be a list of MIME types")
+        if not isinstance(generic, list) or not all(isinstance(g, str) and _is_mime(g) for g in generic):
+            raise InvalidRules(f"generic must be a list of MIME types (at most {MAX_MIME_CHARS} characters each)")
         default = document.get("default", "other/{subtype}")
         _check_category(default, "default")
-        if len(mime) + len(extension) > MAX_RULES:
+        if len(mime) + len(extension) + len(generic) > MAX_RULES:
             raise InvalidRules(f"at most {MAX_RULES} rules")
         source = {"mime": dict(mime), "extension": dict(extension), "generic": list(generic), "default": default}
         return cls(mime, extension, frozenset(generic), default, source)
@@ -152,24 +171,60 @@ class CategoryRules:
         return _fill(rule or self.default, mime)
 
 
-def _string_map(value: object, key: str, pattern: re.Pattern[str]) -> dict[str, str]:
+def _is_mime(text: str) -> bool:
+    return len(text) <= MAX_MIME_CHARS and _MIME_PATTERN.fullmatch(text) is not None
+
+
+def _string_map(value: object, key: str, valid_key: Callable[[str], object]) -> dict[str, str]:
     if not isinstance(value, dict):
         raise InvalidRules(f"{key} must be an object")
     for match, category in value.items():
-        if not isinstance(match, str) or not pattern.fullmatch(match):
-            raise InvalidRules(f"{key}: bad key {match!r}")
+        if not isinstance(match, str) or not valid_key(match):
+            raise InvalidRules(f"{key}: bad key {_shown(match)}")
         _check_category(category, f"{key}[{match!r}]")
     return dict(value)
 
 
 def _check_category(category: object, where: str) -> None:
-    if not isinstance(category, str) or not _CATEGORY_PATTERN.fullmatch(category):
-        raise InvalidRules(f"{where}: a category is lowercase segments like 'images/png' or 'images/{{subtype}}'")
+    """Every category a rule names: loaded or PUT, it is checked here, and nowhere else."""
+    fault = _category_fault(category)
+    if fault is not None:
+        raise InvalidRules(f"{where}: {fault}; a category is {_CATEGORY_SHAPE}")
+
+
+def _category_fault(category: object) -> str | None:
+    """What is wrong with a rule's category, or None; a filled {subtype} obeys the same rules (_fill)."""
+    if not isinstance(category, str):
+        return f"{_shown(category)} is not a string"
+    segments = category.split("/")
+    if not 2 <= len(segments) <= MAX_CATEGORY_SEGMENTS:
+        return f"{_shown(category)} has {len(segments)} segment(s), not 2 to {MAX_CATEGORY_SEGMENTS}"
+    for index, segment in enumerate(segments):
+        if not segment:
+            return f"{_shown(category)} has an empty segment (a leading, trailing or doubled '/')"
+        if len(segment) > MAX_CATEGORY_SEGMENT_CHARS:
+            return f"a segment of {_shown(category)} is longer than {MAX_CATEGORY_SEGMENT_CHARS} characters"
+        if segment == SUBTYPE:
+            if index == 0:
+                return f"{SUBTYPE} cannot be the first segment"
+            continue
+        if not (_LATER_SEGMENT if index else _FIRST_SEGMENT).fullmatch(segment):
+            return (
+                f"{_shown(segment)} is not a valid segment (lowercase letters, digits and . _ - +, not starting"
+                " or ending with '.' or '-': never '.' or '..')"
+            )
+    return None
+
+
+def _shown(value: object) -> str:
+    """A value for an error message, cut short: a rejected value may be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= MAX_CATEGORY_SEGMENT_CHARS * 2 else text[: MAX_CATEGORY_SEGMENT_CHARS * 2] + "..."
 
 
 def _fill(template: str, mime: str) -> str:
-    subtype = _SUBTYPE_UNSAFE.sub("-", mime.partition("/")[2].lower()).strip("-") or "unknown"
-    return template.replace("{subtype}", subtype)
+    subtype = _SUBTYPE_UNSAFE.sub("-", mime.partition("/")[2].lower())[:MAX_CATEGORY_SEGMENT_CHARS].strip("-.")
+    return template.replace(SUBTYPE, subtype or "unknown")
 
 
 class Categorizer:

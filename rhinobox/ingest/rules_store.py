@@ -7,6 +7,7 @@ the rules live in the database (rhinobox/catalog/postgres_rules.py) and nodes po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from rhinobox.errors import InvalidRules
+from rhinobox.errors import InvalidRules, storage_failure
 
 __all__ = ["RULES_FILENAME", "RULES_POLL_INTERVAL", "FileRulesStore", "RulesStore", "StoredRules"]
 
@@ -97,14 +98,19 @@ class FileRulesStore:
             raise InvalidRules(f"{self.path} is not valid JSON ({exc})") from None
 
     def write(self, document: Mapping[str, Any]) -> int:
-        """Blocking `save`."""
+        """Blocking `save`; a failed disk call is the domain's error (a full disk is a 507), the old file stays."""
         tmp = self.path.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(document, indent=1, sort_keys=True))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        return self.path.stat().st_mtime_ns
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(document, indent=1, sort_keys=True))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            return self.path.stat().st_mtime_ns
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise storage_failure(exc, "save the category rules") from exc
 
     async def load(self) -> StoredRules | None:
         return await asyncio.get_running_loop().run_in_executor(None, self.read)

@@ -19,6 +19,7 @@ import blake3
 
 from rhinobox.blobs.fsops import start_writeback
 from rhinobox.errors import StorageError, storage_failure
+from rhinobox.ingest.documents import DocumentScan
 from rhinobox.ingest.sniff import SNIFF_BYTES
 
 __all__ = ["SPOOL_SUFFIX", "SpoolNames", "SpoolWriter", "remove_spool_file", "write_spool_file"]
@@ -80,18 +81,24 @@ class SpoolWriter:
 
     With `writeback` (a store that will sync the file before answering), each block's write-out to
     disk starts as soon as it is written, so the final sync waits for the last blocks only.
+    Every byte also passes `scan`, which keeps what type detection needs (`MimeSniffer.sniff_scan`).
     """
 
     def __init__(self, names: SpoolNames, *, writeback: bool = False) -> None:
         self.path = names.new_path()
         self.writeback = writeback
         self.size = 0
-        self.head = b""
+        self.scan = DocumentScan()
         self._hasher = blake3.blake3(max_threads=HASH_THREADS)
         try:
             self._fd: int | None = os.open(self.path, _OPEN_FLAGS, 0o644)
         except OSError as exc:
             raise _storage_error(exc) from exc
+
+    @property
+    def head(self) -> bytes:
+        """The first SNIFF_BYTES written (`scan` keeps more: pass it to `prepare_spooled`)."""
+        return self.scan.head[:SNIFF_BYTES]
 
     def write(self, data: bytes | memoryview) -> None:
         """Hash and write one block (blocking: call from a worker thread for big blocks)."""
@@ -102,8 +109,7 @@ class SpoolWriter:
         if self._fd is None:
             raise StorageError("spool file is closed")
         for piece in pieces:
-            if len(self.head) < SNIFF_BYTES:
-                self.head += bytes(piece[: SNIFF_BYTES - len(self.head)])
+            self.scan.feed(piece)
             self._hasher.update(piece)
         total = sum(len(piece) for piece in pieces)
         try:

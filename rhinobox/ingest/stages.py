@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from rhinobox.blobs.store import BlobStore
 from rhinobox.errors import RhinoBoxError, StorageError, storage_failure
 from rhinobox.ingest.categories import Categorizer
+from rhinobox.ingest.documents import DocumentScan
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
 from rhinobox.ingest.signatures import match_signature
 from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
@@ -64,8 +65,8 @@ def prepare_in_memory(
 
     The spool writes run under `spool_lane` when given: the arenas of one request are prepared on
     several workers, and sniffing gains from that, but small-file creation does not. Two threads
-    creating files take more CPU per file than one and finish later (directory and inode-allocation
-    locks in the kernel, the GIL handed back and forth on every syscall; see docs/performance.md).
+    creating files took twice the CPU per file of one and finished later (directory and inode-allocation
+    locks in the kernel, the GIL handed back and forth on every syscall).
     """
     rules = ctx.categorizer.snapshot()
     to_spool: list[FileEntry] = []
@@ -77,8 +78,7 @@ def prepare_in_memory(
             if stored and defer_known:
                 continue
             if entry.mime is None:
-                head = entry.arena.view[entry.offset : entry.offset + min(entry.size, SNIFF_BYTES)]
-                entry.mime = ctx.sniffer.sniff(head)
+                entry.mime = ctx.sniffer.sniff_document(entry.arena.view[entry.offset : entry.offset + entry.size])
                 entry.blob_category = rules.categorize(entry.mime, entry.extension)
         except RhinoBoxError as exc:
             entry.fail(exc)
@@ -104,11 +104,17 @@ def _spool_all(spool_names: SpoolNames, entries: Sequence[FileEntry]) -> None:
             entry.fail(StorageError(f"could not spool the file ({exc.strerror})"))
 
 
-def prepare_spooled(ctx: StageContext, entry: FileEntry, head: bytes) -> None:
-    """Sniff and categorize a file already spooled; drop the spool file if the blob is stored."""
+def prepare_spooled(ctx: StageContext, entry: FileEntry, evidence: DocumentScan | bytes) -> None:
+    """Sniff and categorize a file already spooled; drop the spool file if the blob is stored.
+
+    `evidence` is the spool writer's `scan` (the whole document, as `file` sees it), or only a head.
+    """
     assert entry.digest is not None
     assert entry.spool_path is not None
-    entry.mime = ctx.sniffer.sniff(head)
+    if isinstance(evidence, DocumentScan):
+        entry.mime = ctx.sniffer.sniff_scan(evidence)
+    else:
+        entry.mime = ctx.sniffer.sniff(evidence)
     entry.blob_category = ctx.categorizer.categorize(entry.mime, entry.extension)
     if ctx.store.inline_io and ctx.store.contains(entry.digest):  # a network store's commit looks anyway
         remove_spool_file(entry.spool_path)

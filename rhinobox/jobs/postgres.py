@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from rhinobox.catalog.postgres_errors import postgres_errors
 from rhinobox.catalog.postgres_pool import PooledStore
 from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState, job_columns
 
@@ -121,6 +122,7 @@ class PostgresJobStore(PooledStore):
         super().__init__(dsn)
         self.node = node
 
+    @postgres_errors("save a job")
     async def save(self, job: Job, new_results: Sequence[FileResult]) -> None:
         rows = [(job.id, int(r["index"]), json.dumps(r, separators=(",", ":"))) for r in new_results]
         async with self._db().acquire() as conn, conn.transaction():
@@ -128,9 +130,11 @@ class PostgresJobStore(PooledStore):
             if rows and _affected(status):  # a row left final by another node takes no more results
                 await conn.executemany(_INSERT_RESULT, rows)
 
+    @postgres_errors("delete a job")
     async def delete(self, job_id: str) -> None:
         await self._db().execute("DELETE FROM jobs WHERE id = $1", job_id)
 
+    @postgres_errors("read a job")
     async def load(self, job_id: str, *, results: bool = True) -> Job | None:
         async with self._db().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             # One snapshot: the row's counters and the results agree (they are written together).
@@ -144,16 +148,19 @@ class PostgresJobStore(PooledStore):
         job.results = [json.loads(r["result"]) for r in rows]
         return job
 
+    @postgres_errors("renew job leases")
     async def heartbeat(self, job_ids: Sequence[str]) -> None:
         if job_ids:
             await self._db().execute(_HEARTBEAT, list(job_ids), self.node, _UNFINISHED)
 
+    @postgres_errors("mark abandoned jobs interrupted")
     async def interrupt_unfinished(self, now: float, error: JobError, *, lease: float) -> int:
         status = await self._db().execute(
             _INTERRUPT, JobState.INTERRUPTED.value, now, error.code, error.message, _UNFINISHED, lease
         )
         return _affected(status)
 
+    @postgres_errors("expire old jobs")
     async def expire(self, finished_before: float) -> int:
         status = await self._db().execute("DELETE FROM jobs WHERE finished_at < $1", finished_before)
         return _affected(status)

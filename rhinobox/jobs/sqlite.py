@@ -17,6 +17,7 @@ import aiosqlite
 
 from rhinobox.catalog.base import Catalog
 from rhinobox.catalog.sqlite import BUSY_TIMEOUT_MS, SQLiteCatalog
+from rhinobox.catalog.sqlite_errors import sqlite_errors
 from rhinobox.catalog.sqlite_schema import MIGRATIONS
 from rhinobox.catalog.sqlite_writer import SQLiteWriter, WriteJob
 from rhinobox.jobs.model import FINAL_STATES, FileResult, Job, JobError, JobState, job_columns
@@ -79,6 +80,7 @@ class SQLiteJobStore:
         self._own_writer: SQLiteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
 
+    @sqlite_errors("open the job store")
     async def open(self) -> None:
         if self._shared_writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +125,7 @@ class SQLiteJobStore:
             raise RuntimeError("job store is not open")
         return self._reader
 
+    @sqlite_errors("save a job")
     async def save(self, job: Job, new_results: Sequence[FileResult]) -> None:
         row = _row_of(job)
         result_rows = [(job.id, int(r["index"]), json.dumps(r, separators=(",", ":"))) for r in new_results]
@@ -139,6 +142,7 @@ class SQLiteJobStore:
         assert isinstance(count, int)
         return count
 
+    @sqlite_errors("delete a job")
     async def delete(self, job_id: str) -> None:
         def write(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM job_results WHERE job_id = ?", (job_id,))
@@ -146,6 +150,7 @@ class SQLiteJobStore:
 
         await self._write(write)
 
+    @sqlite_errors("read a job")
     async def load(self, job_id: str, *, results: bool = True) -> Job | None:
         db = self._read()
         async with db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)) as cursor:
@@ -162,6 +167,7 @@ class SQLiteJobStore:
     async def heartbeat(self, job_ids: Sequence[str]) -> None:
         return None  # one process per data dir: its jobs cannot be taken for abandoned
 
+    @sqlite_errors("mark unfinished jobs interrupted")
     async def interrupt_unfinished(self, now: float, error: JobError, *, lease: float) -> int:
         marks = ",".join("?" * len(_UNFINISHED))
 
@@ -175,6 +181,7 @@ class SQLiteJobStore:
 
         return await self._count(write)
 
+    @sqlite_errors("expire old jobs")
     async def expire(self, finished_before: float) -> int:
         def write(db: sqlite3.Connection) -> int:
             db.execute(
