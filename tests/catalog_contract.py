@@ -13,6 +13,7 @@ from rhinobox.catalog.base import MAX_PAGE, BlobQuery, Catalog, UploadRecord
 
 __all__ = [
     "test_delete_removes_blob_and_uploads",
+    "test_filters_with_characters_no_name_holds_match_nothing",
     "test_get_blob_aggregates_uploads",
     "test_known_and_iter_digests",
     "test_known_mimes_and_concurrent_writes_grouped",
@@ -21,7 +22,6 @@ __all__ = [
     "test_listing_pages_newest_first",
     "test_listing_stays_correct_while_inserting",
     "test_name_filter_is_literal_and_case_insensitive",
-    "test_filters_with_characters_no_name_holds_match_nothing",
     "test_name_filter_special_characters",
     "test_name_filter_with_other_filters",
     "test_rare_name_pages_stay_correct_while_inserting",
@@ -305,8 +305,8 @@ async def test_filters_with_characters_no_name_holds_match_nothing(catalog: Cata
     for name in ["\x00", "a\x00", "\x00a", "abc\x00", "\x00abc", "ab\x00cd", "abc\ndef", "\x7fabc", "\ud800abc"]:
         page = await catalog.list_blobs(BlobQuery(name=name))
         assert (page.blobs, page.next_before) == ([], None), repr(name)
-    for filters in [{"category": "images\x00"}, {"category": "\x00"}, {"mime": "image/png\x00"}]:
-        assert (await catalog.list_blobs(BlobQuery(**filters))).blobs == [], filters
+    for query in [BlobQuery(category="images\x00"), BlobQuery(category="\x00"), BlobQuery(mime="image/png\x00")]:
+        assert (await catalog.list_blobs(query)).blobs == [], query
     assert len((await catalog.list_blobs(BlobQuery(name="abc"))).blobs) == 2  # the same search without it
     assert len((await catalog.list_blobs(BlobQuery(name="a"))).blobs) == 3
     assert len((await catalog.list_blobs(BlobQuery(name="bc\u00a0"))).blobs) == 0  # printable: searched as usual

@@ -88,9 +88,9 @@ async def test_a_full_catalog_answers_507_through_http(aiohttp_client: AiohttpCl
 
 
 async def test_any_other_sqlite_error_is_a_storage_error(catalog: SQLiteCatalog) -> None:
-    refused = replace(upload(2), name=None)  # uploads.name is NOT NULL
+    refused = replace(upload(2), name=None)  # type: ignore[arg-type]  # ill-typed on purpose: uploads.name is NOT NULL
     with pytest.raises(StorageError) as raised:
-        await catalog.record_uploads([refused])  # type: ignore[list-item]
+        await catalog.record_uploads([refused])
     assert type(raised.value) is StorageError
     assert raised.value.code == "storage_error"
     assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
@@ -144,12 +144,12 @@ async def test_the_job_store_translates_too(tmp_path: Path) -> None:
 
 def test_only_the_result_code_decides_a_full_disk() -> None:
     full = sqlite3.OperationalError("some words")
-    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
     assert isinstance(sqlite_error(full, "do it"), InsufficientStorage)
     worded = sqlite3.OperationalError("database or disk is full")  # no result code: not a full disk
     assert type(sqlite_error(worded, "do it")) is StorageError
     extended = sqlite3.OperationalError("disk I/O error")
-    extended.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE  # type: ignore[attr-defined]
+    extended.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE
     assert type(sqlite_error(extended, "do it")) is StorageError
 
 
@@ -164,10 +164,14 @@ async def test_an_iterator_translates_and_closes_its_source() -> None:
             closed.append(True)
 
     translated = sqlite_errors.iteration("list")(pages)
-    seen = []
-    with pytest.raises(StorageError, match="could not list"):
+    seen: list[int] = []
+
+    async def read_all() -> None:
         async for page in translated():
             seen.append(page)
+
+    with pytest.raises(StorageError, match="could not list"):
+        await read_all()
     assert seen == [1]
     assert closed == [True]
     stopped = translated()
