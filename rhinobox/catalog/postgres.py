@@ -158,7 +158,7 @@ class PostgresCatalog:
                 group.append(self._queue.get_nowait())
             try:
                 await self._write_group(group)
-            except asyncio.CancelledError:  # close(): whatever did not commit is not known to have
+            except asyncio.CancelledError:  # close(): the group's unanswered writes may not have committed
                 for write in group:
                     _fail(write, StorageError("the catalog closed before this write was confirmed"))
                 raise
