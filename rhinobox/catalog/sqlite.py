@@ -154,8 +154,12 @@ class SQLiteCatalog:
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
-        await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await db.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")  # setup and reads
+        try:
+            await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await db.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")  # setup and reads
+        except BaseException:
+            await db.close()  # else its thread outlives the failed open and keeps the process from exiting
+            raise
         return db
 
     async def close(self) -> None:

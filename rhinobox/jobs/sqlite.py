@@ -102,7 +102,11 @@ class SQLiteJobStore:
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
-        await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except BaseException:
+            await db.close()  # else its thread outlives the failed open and keeps the process from exiting
+            raise
         return db
 
     async def close(self) -> None:
