@@ -16,8 +16,6 @@ from benchmarks.sniff_corpus import build_corpus, file_mime_types, sniff_like_se
 from rhinobox.ingest.documents import DOCUMENT_HEAD_BYTES, DocumentScan
 from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
 
-pytestmark = pytest.mark.skipif(shutil.which("file") is None, reason="needs `file` (scripts/test-packages.txt)")
-
 MIN_AGREEMENT = 0.99
 # Disagreements we accept, with the reason (docs/dev/type-detection.md): none on this corpus today.
 ACCEPTED: dict[str, str] = {}
@@ -35,8 +33,8 @@ def test_corpus_is_large_and_varied(corpus: list[tuple[Path, str]]) -> None:
     assert len(types) >= 40
     whole_json = [path for path, mime in corpus if mime == "application/json" and path.stat().st_size > SNIFF_BYTES]
     assert len(whole_json) >= 10  # the files a head alone mislabels
-    if shutil.which("ffmpeg") is not None:
-        assert sum(mime.startswith(("video/", "audio/")) for _, mime in corpus) >= 12
+    assert shutil.which("ffmpeg") is not None, "the test command installs ffmpeg (scripts/test-packages.txt)"
+    assert sum(mime.startswith(("video/", "audio/")) for _, mime in corpus) >= 12
 
 
 def test_types_agree_with_file_on_the_whole_file(corpus: list[tuple[Path, str]]) -> None:
