@@ -184,3 +184,78 @@ class UnsupportedEncoding(RhinoBoxError):
 
     code = "unsupported_encoding"
     default_message = "request bodies must not be compressed (Content-Encoding: identity or none)"
+
+
+class UploadNotFound(RhinoBoxError):
+    """No resumable upload with that id: never created, terminated, expired and reclaimed, or completed long ago."""
+
+    code = "upload_not_found"
+    default_message = "no such upload (it may have expired or been terminated)"
+
+
+class UploadOffsetMismatch(RhinoBoxError):
+    """The client's Upload-Offset is not where the upload stands: it must ask (HEAD) and resume from there."""
+
+    code = "upload_offset_mismatch"
+    default_message = "Upload-Offset does not match the upload's offset"
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"the upload is at offset {expected}, the request says {got}")
+        self.expected = expected
+        self.got = got
+
+
+class UploadLocked(RhinoBoxError):
+    """Another request is appending to the same upload; bytes of two requests are never interleaved."""
+
+    code = "upload_locked"
+    default_message = "another request is appending to this upload"
+
+
+class UploadTooLong(RhinoBoxError):
+    """More bytes than the upload's declared length, or a length past the server's maximum."""
+
+    code = "upload_too_long"
+    default_message = "the upload would exceed its length"
+
+
+class InvalidUploadHeader(RhinoBoxError):
+    """A resumable-upload header that cannot be parsed (Upload-Length, Upload-Offset, Upload-Metadata...)."""
+
+    code = "invalid_upload_header"
+    default_message = "a resumable upload header is missing or malformed"
+
+
+class UnsupportedProtocolVersion(RhinoBoxError):
+    """A Tus-Resumable version (or draft interop version) this server does not speak."""
+
+    code = "unsupported_protocol_version"
+    default_message = "this server speaks tus 1.0.0"
+
+
+class ChecksumMismatch(RhinoBoxError):
+    """A chunk's Upload-Checksum did not match its bytes; the chunk was discarded (tus status 460)."""
+
+    code = "checksum_mismatch"
+    default_message = "the chunk does not match its Upload-Checksum; it was discarded"
+
+
+class UnsupportedChecksum(RhinoBoxError):
+    """An Upload-Checksum algorithm the server does not offer in Tus-Checksum-Algorithm."""
+
+    code = "unsupported_checksum"
+    default_message = "unsupported checksum algorithm"
+
+
+class TooManyOpenUploads(RhinoBoxError):
+    """RHINOBOX_MAX_OPEN_UPLOADS uploads are open: finish, terminate or let some expire first."""
+
+    code = "too_many_open_uploads"
+    default_message = "too many open uploads; try again later"
+
+
+class UploadFailed(RhinoBoxError):
+    """The upload's bytes all arrived but could not be stored (its error says why); it takes no more bytes."""
+
+    code = "upload_failed"
+    default_message = "the upload ended with an error"

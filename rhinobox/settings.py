@@ -187,7 +187,9 @@ class Settings:
         "127.0.0.1:8090", "Address to listen on, HOST:PORT (port 0 picks a free one).", _parse_addr
     )
     data_dir: Path = _setting("./data", "Directory for blobs, spool files and the SQLite catalog.", _parse_path)
-    max_upload_mb: int = _setting("512", "Largest accepted file, in MiB (enforced while streaming).", _parse_int(1))
+    max_upload_mb: int = _setting(
+        "65536", "Largest accepted file, in MiB (enforced while streaming; multipart and resumable).", _parse_int(1)
+    )
     max_files_per_request: int = _setting("10000", "Most file parts accepted in one request.", _parse_int(1))
     workers: int = _setting(
         "", "Worker threads for batch ingest (default: cores x 2).", _parse_workers, shown_default="cores x 2"
@@ -226,6 +228,12 @@ class Settings:
         "", "File holding the S3 secret access key (surrounding whitespace is ignored).", _parse_str
     )
     job_ttl: int = _setting("86400", "Seconds finished async ingest jobs stay readable.", _parse_int(1))
+    upload_expiry: int = _setting(
+        "86400", "Seconds a resumable upload may sit idle before it expires and its bytes are reclaimed.", _parse_int(1)
+    )
+    max_open_uploads: int = _setting(
+        "1000", "Most resumable uploads open at once; creating another answers 503.", _parse_int(1)
+    )
 
     @property
     def max_upload_bytes(self) -> int:

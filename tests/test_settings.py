@@ -22,7 +22,7 @@ def test_defaults_serve_one_machine() -> None:
     settings = Settings.load(environ={})
     assert settings.addr == ("127.0.0.1", 8090)
     assert settings.data_dir == Path("./data")
-    assert settings.max_upload_mb == 512
+    assert settings.max_upload_mb == 65536
     assert settings.max_files_per_request == 10_000
     assert settings.workers == max(2, (os.cpu_count() or 1) * 2)
     assert settings.queue_size == 10_000
@@ -148,7 +148,7 @@ def test_repr_and_str_mask_secrets() -> None:
         assert SECRET not in shown
         assert "api_tokens='***'" in shown
         assert "s3_secret_key='***'" in shown
-        assert "max_upload_mb=512" in shown  # the rest is shown as is
+        assert "max_upload_mb=65536" in shown  # the rest is shown as is
     assert "s3_secret_key=''" in repr(Settings())  # an empty secret shows that it is empty
 
 

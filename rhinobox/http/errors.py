@@ -43,6 +43,16 @@ STATUS_BY_CODE: Final[dict[str, int]] = {
     "precondition_failed": 412,
     "expectation_failed": 417,
     "job_not_found": 404,
+    "upload_not_found": 404,
+    "upload_offset_mismatch": 409,
+    "upload_locked": 423,
+    "upload_too_long": 413,
+    "invalid_upload_header": 400,
+    "unsupported_protocol_version": 412,
+    "checksum_mismatch": 460,
+    "unsupported_checksum": 400,
+    "too_many_open_uploads": 503,
+    "upload_failed": 409,
     "internal": 500,
 }
 
