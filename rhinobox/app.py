@@ -23,6 +23,7 @@ from rhinobox.http.jobs import end_job_streams, jobs_ctx
 from rhinobox.http.keys import CATALOG, CATEGORIZER, PIPELINE, RECONCILE, SETTINGS, STORE
 from rhinobox.http.metrics import metrics_middleware, setup_metrics
 from rhinobox.http.routes import setup_routes
+from rhinobox.http.uploads import uploads_ctx
 from rhinobox.ingest.pipeline import IngestPipeline
 from rhinobox.reconcile import ReconcileReport, reconcile
 from rhinobox.runmarker import RunMarker
@@ -159,6 +160,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.extend([_storage_ctx, rules_ctx, _pipeline_ctx, _reconcile_ctx])
     app.cleanup_ctx.append(jobs_ctx)  # after the catalog opens, before it closes
+    app.cleanup_ctx.append(uploads_ctx)  # after the pipeline opens, before it closes
     app.on_shutdown.append(end_job_streams)
     setup_routes(app)
     return app

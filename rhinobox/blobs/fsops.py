@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Final
 
-__all__ = ["rename_noreplace", "start_writeback", "sync_filesystem"]
+__all__ = ["fsync_dir", "rename_noreplace", "start_writeback", "sync_filesystem"]
 
 _AT_FDCWD: Final = -100
 _RENAME_NOREPLACE: Final = 1
@@ -71,3 +71,12 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     """
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def fsync_dir(path: str) -> None:
+    """Make the names in directory `path` durable (a created, renamed or removed entry)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

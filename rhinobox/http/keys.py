@@ -10,6 +10,7 @@ from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.pipeline import IngestPipeline
+from rhinobox.ingest.resumable import ResumableUploads
 from rhinobox.jobs.manager import JobManager
 from rhinobox.reconcile import ReconcileReport
 from rhinobox.settings import Settings
@@ -18,7 +19,18 @@ if TYPE_CHECKING:
     from rhinobox.http.auth import TokenSet
     from rhinobox.http.metrics import Metrics
 
-__all__ = ["API_TOKENS", "CATALOG", "CATEGORIZER", "JOBS", "METRICS", "PIPELINE", "RECONCILE", "SETTINGS", "STORE"]
+__all__ = [
+    "API_TOKENS",
+    "CATALOG",
+    "CATEGORIZER",
+    "JOBS",
+    "METRICS",
+    "PIPELINE",
+    "RECONCILE",
+    "SETTINGS",
+    "STORE",
+    "UPLOADS",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", BlobStore)
@@ -27,6 +39,7 @@ CATEGORIZER = web.AppKey("categorizer", Categorizer)
 PIPELINE = web.AppKey("pipeline", IngestPipeline)
 RECONCILE = web.AppKey("reconcile", ReconcileReport)
 JOBS = web.AppKey("jobs", JobManager)
+UPLOADS = web.AppKey("uploads", ResumableUploads)
 # Defined in modules that import this one, hence typed by annotation only.
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 API_TOKENS: web.AppKey[TokenSet] = web.AppKey("api_tokens")

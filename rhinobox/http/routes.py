@@ -17,14 +17,26 @@ from rhinobox.http.ingest import ingest
 from rhinobox.http.jobs import get_job, job_events
 from rhinobox.http.metrics import metrics_handler
 from rhinobox.http.stats import get_stats
+from rhinobox.http.uploads import (
+    create_upload,
+    delete_upload,
+    get_upload,
+    head_upload,
+    options_uploads,
+    patch_upload,
+    post_to_upload,
+)
 
 __all__ = ["setup_routes"]
+
+# Paths whose HEAD has its own handler (declared before their GET), not GET's answer without a body.
+_OWN_HEAD: Final = frozenset({"/uploads/{id}"})
 
 
 def setup_routes(app: web.Application) -> None:
     for method, path, handler in ROUTES:
         if method == "GET":  # and HEAD
-            app.router.add_get(path, handler, expect_handler=expect_continue)
+            app.router.add_get(path, handler, expect_handler=expect_continue, allow_head=path not in _OWN_HEAD)
         else:
             app.router.add_route(method, path, handler, expect_handler=expect_continue)
 
@@ -45,4 +57,14 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/jobs/{id}", get_job),
     ("GET", "/jobs/{id}/events", job_events),
     ("GET", "/metrics", metrics_handler),
+    ("OPTIONS", "/uploads", options_uploads),
+    ("OPTIONS", "/uploads/", options_uploads),
+    ("OPTIONS", "/uploads/{id}", options_uploads),
+    ("POST", "/uploads", create_upload),
+    ("POST", "/uploads/", create_upload),
+    ("HEAD", "/uploads/{id}", head_upload),
+    ("GET", "/uploads/{id}", get_upload),
+    ("PATCH", "/uploads/{id}", patch_upload),
+    ("DELETE", "/uploads/{id}", delete_upload),
+    ("POST", "/uploads/{id}", post_to_upload),
 )

@@ -1,4 +1,4 @@
-"""`BlockSpooler`: one large upload streamed to its spool file in big blocks on worker threads.
+"""`BlockSpooler`: one large upload streamed to its file in big blocks on worker threads.
 
 Received chunks are gathered (not copied) into blocks of WRITE_BLOCK bytes; each block is hashed and
 written with one `writev` on a worker while the next one is read off the socket. At most one block
@@ -10,23 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from functools import partial
-from typing import Final
+from typing import Final, Generic, Protocol, TypeVar
 
 from rhinobox.errors import RhinoBoxError
 from rhinobox.ingest.pool import WorkerPool
-from rhinobox.ingest.spool import SpoolWriter
 
-__all__ = ["MAX_BLOCK_PIECES", "WRITE_BLOCK", "BlockSpooler"]
+__all__ = ["MAX_BLOCK_PIECES", "WRITE_BLOCK", "BlockSpooler", "BlockWriter"]
 
 WRITE_BLOCK: Final = 4 * 1024 * 1024  # large files are hashed and written in blocks this big
 MAX_BLOCK_PIECES: Final = 512  # received chunks per block: one writev takes at most IOV_MAX (1024)
 
 
-class BlockSpooler:
-    """Feeds one `SpoolWriter`; errors of a block write surface on the next call."""
+class BlockWriter(Protocol):
+    """Where blocks go: a new spool file (`SpoolWriter`) or a resumable upload's partial file."""
 
-    def __init__(self, pool: WorkerPool, writer: SpoolWriter) -> None:
+    def write_pieces(self, pieces: Sequence[bytes | memoryview]) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+W = TypeVar("W", bound=BlockWriter)
+
+
+class BlockSpooler(Generic[W]):
+    """Feeds one writer; errors of a block write surface on the next call."""
+
+    def __init__(self, pool: WorkerPool, writer: W) -> None:
         self.writer = writer
         self._pool = pool
         self._pending: list[bytes | memoryview] = []
@@ -44,15 +55,14 @@ class BlockSpooler:
         if self._pending_bytes >= WRITE_BLOCK or len(self._pending) >= MAX_BLOCK_PIECES:
             await self._flush()
 
-    async def finish(self) -> str:
-        """Write what is left, wait for it, close the file; returns the BLAKE3 hex digest."""
+    async def drain(self) -> None:
+        """Write what is left and wait for it (then finish the writer)."""
         if self._pending:
             await self._flush()
         await self._wait()
-        return self.writer.finish()
 
     async def abort(self) -> None:
-        """Stop: wait for the block in flight (ignoring its error), then close and remove the file."""
+        """Stop: wait for the block in flight (ignoring its error), then abort the writer."""
         self._pending, self._pending_bytes = [], 0
         with contextlib.suppress(RhinoBoxError, OSError):
             await self._wait()

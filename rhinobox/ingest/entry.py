@@ -8,6 +8,7 @@ from typing import Final, Literal
 from rhinobox.errors import RhinoBoxError
 from rhinobox.ingest.blocks import BlockSpooler
 from rhinobox.ingest.buffers import Arena
+from rhinobox.ingest.spool import SpoolWriter
 
 __all__ = ["DUPLICATE", "STORED", "FileEntry", "Status"]
 
@@ -30,7 +31,7 @@ class FileEntry:
     # Where the bytes are while streaming: a slice of an arena, or a spool file being written.
     arena: Arena | None = None
     offset: int = 0
-    writer: BlockSpooler | None = None
+    writer: BlockSpooler[SpoolWriter] | None = None
     # Filled in by preparation and commit.
     digest: str | None = None
     mime: str | None = None

@@ -51,18 +51,21 @@ async def type_known_content(resources: IngestResources, entries: Sequence[FileE
         entry.blob_category = rules.categorize(mime, entry.extension)
 
 
-async def record_known(resources: IngestResources, entry: FileEntry, meta: UploadMeta) -> bool:
+async def record_known(
+    resources: IngestResources, entry: FileEntry, meta: UploadMeta, *, expected_size: int | None = None
+) -> bool:
     """Record an upload of already stored content without its bytes; False if the content is not stored.
 
-    `entry.expected_digest` names the content. The pin keeps a concurrent delete from running between
-    the check and the record.
+    `entry.expected_digest` names the content (and `expected_size` its size, when the client said: a
+    blob of another size is not what the client has). The pin keeps a concurrent delete from running
+    between the check and the record.
     """
     digest = entry.expected_digest
     assert digest is not None
     await resources.pins.pin(digest)
     try:
         blob = await resources.catalog.get_blob(digest)
-        if blob is None:
+        if blob is None or (expected_size is not None and blob.size != expected_size):
             return False
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(None, resources.store.contains, digest):

@@ -17,6 +17,7 @@ from rhinobox.ingest.known import record_known
 from rhinobox.ingest.names import extension_of
 from rhinobox.ingest.report import UploadMeta
 from rhinobox.ingest.resources import IngestResources
+from rhinobox.ingest.spool import SpoolWriter
 
 __all__ = ["ingest_raw", "raw_entry", "record_known_raw"]
 
@@ -45,7 +46,8 @@ async def ingest_raw(
     spooler = BlockSpooler(resources.pool, resources.new_spool_writer())
     try:
         await _spool(resources, entry, spooler, body)
-        entry.digest = await spooler.finish()
+        await spooler.drain()
+        entry.digest = spooler.writer.finish()
         entry.spool_path = spooler.writer.path
         await finish_spooled(resources, entry, spooler.writer.scan, UploadMeta())
         return entry
@@ -54,7 +56,7 @@ async def ingest_raw(
 
 
 async def _spool(
-    resources: IngestResources, entry: FileEntry, spooler: BlockSpooler, body: AsyncIterator[bytes]
+    resources: IngestResources, entry: FileEntry, spooler: BlockSpooler[SpoolWriter], body: AsyncIterator[bytes]
 ) -> None:
     limits = resources.limits
     async for chunk in body:

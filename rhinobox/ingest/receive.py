@@ -314,7 +314,8 @@ class MultipartReceiver:
         spooler = entry.writer
         assert spooler is not None
         try:
-            entry.digest = await spooler.finish()
+            await spooler.drain()
+            entry.digest = spooler.writer.finish()
         except RhinoBoxError as exc:
             await self._drop_bytes(entry)
             entry.fail(exc)
