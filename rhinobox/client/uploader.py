@@ -20,6 +20,7 @@ import aiohttp
 from rhinobox.client.client import RETRYABLE_ERRORS, RhinoBoxClient
 from rhinobox.client.errors import RhinoBoxClientError, ServerError
 from rhinobox.client.models import ErrorInfo, FileResult
+from rhinobox.client.resumable import RESUMABLE_THRESHOLD, ResumableSender, UploadUrls, default_state_file
 from rhinobox.client.uploads import LocalFile, hash_file
 
 __all__ = [
@@ -92,6 +93,9 @@ class UploadOptions:
     batch_bytes: int = 64 * 1024 * 1024
     category: str | None = None
     skip_known: bool = True
+    # Files this large go one by one through resumable uploads (tus), remembered in `state_file`.
+    resumable_threshold: int = RESUMABLE_THRESHOLD
+    state_file: Path | None = None
 
 
 @dataclass(slots=True)
@@ -269,6 +273,8 @@ class Uploader:
     async def _send_batches(self, items: list[UploadItem]) -> None:
         limit = asyncio.Semaphore(max(1, self.options.concurrency))
         loop = asyncio.get_running_loop()
+        large = [item for item in items if item.size >= self.options.resumable_threshold]
+        items = [item for item in items if item.size < self.options.resumable_threshold]
 
         def on_read(size: int) -> None:  # the client takes back a retried attempt's bytes (negative size)
             loop.call_soon_threadsafe(self.listener.sent, size)
@@ -293,7 +299,30 @@ class Uploader:
             for item in batch:
                 self.listener.finished(item)
 
-        await asyncio.gather(*(send(batch) for batch in self._batches(items)))
+        await asyncio.gather(
+            *(send(batch) for batch in self._batches(items)), *(self._send_resumably(item, limit) for item in large)
+        )
+
+    async def _send_resumably(self, item: UploadItem, limit: asyncio.Semaphore) -> None:
+        urls = UploadUrls(self.options.state_file or default_state_file())
+        sender = ResumableSender(self.client, urls)
+        async with limit:
+            try:
+                result = await sender.send(
+                    LocalFile(item.path, item.path.name, item.digest),
+                    item.size,
+                    category=self.options.category,
+                    on_sent=self.listener.sent,
+                )
+            except ServerError as exc:
+                item.fail(exc.code, exc.message)
+            except (TimeoutError, RhinoBoxClientError, aiohttp.ClientError) as exc:
+                item.fail(CONNECTION_FAILED, str(exc) or exc.__class__.__name__)
+            except OSError as exc:
+                item.fail(LOCAL_UNREADABLE, f"{item.given}: {exc.strerror or exc}")
+            else:
+                item.take(result)
+        self.listener.finished(item)
 
 
 def _hash_item(item: UploadItem) -> None:

@@ -66,6 +66,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--category", help="category hint: a sub-folder under the detected category")
     parser.add_argument("--json", action="store_true", help="print per-file results as JSON, in input order")
     parser.add_argument("--no-skip", action="store_true", help="send every file, even content the server holds")
+    parser.add_argument(
+        "--resumable-mb",
+        type=_positive_float,
+        default=64.0,
+        help="files of at least this many MiB go by resumable upload, resumed on the next run if cut (64)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -145,6 +151,7 @@ async def upload(args: argparse.Namespace) -> int:
         batch_bytes=max(1, int(args.batch_mb * MIB)),
         category=args.category,
         skip_known=not args.no_skip,
+        resumable_threshold=max(1, int(args.resumable_mb * MIB)),
     )
     async with client_from_args(args) as client:
         if ui.is_terminal:
