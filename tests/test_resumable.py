@@ -16,7 +16,16 @@ import aiohttp
 import pytest
 
 from rhinobox.app import create_app
-from tests.helpers import AiohttpClient, Client, assert_error, blake3_hex, ingest_one, make_settings, wait_until
+from tests.helpers import (
+    AiohttpClient,
+    Client,
+    assert_error,
+    blake3_hex,
+    get_stats,
+    ingest_one,
+    make_settings,
+    wait_until,
+)
 
 TUS: Final = {"Tus-Resumable": "1.0.0"}
 CHUNK_TYPE: Final = {"Content-Type": "application/offset+octet-stream"}
@@ -239,8 +248,13 @@ async def test_termination_removes_the_upload_and_its_bytes(client: Client, data
     url = await create(client, 1000)
     await patch(client, url, 0, payload(500))
     assert len(parts_on_disk(data_dir)) == 1
+    assert (await get_stats(client))["resumable"] == {"open": 1, "open_bytes": 500}
+    metrics = await (await client.get("/metrics")).text()
+    assert "rhinobox_resumable_open 1.0" in metrics
+    assert "rhinobox_resumable_open_bytes 500.0" in metrics
     assert (await client.delete(url, headers=TUS)).status == 204
     assert parts_on_disk(data_dir) == []
+    assert (await get_stats(client))["resumable"] == {"open": 0, "open_bytes": 0}
     assert (await client.head(url, headers=TUS)).status == 404
     await assert_error(await client.delete(url, headers=TUS), 404, "upload_not_found")
 

@@ -14,6 +14,7 @@ async def test_empty_store(client: Client) -> None:
         "bytes_uploaded": 0,
         "bytes_saved": 0,
         "categories": {},
+        "resumable": {"open": 0, "open_bytes": 0},
     }
 
 

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from rhinobox.http.access_log import route_of
 from rhinobox.http.errors import Handler
-from rhinobox.http.keys import CATALOG, METRICS, PIPELINE
+from rhinobox.http.keys import CATALOG, METRICS, PIPELINE, UPLOADS
 from rhinobox.ingest.entry import DUPLICATE, STORED
 from rhinobox.ingest.report import IngestReport
 
@@ -177,6 +177,13 @@ class _LiveCollector(Collector):
             yield GaugeMetricFamily("rhinobox_catalog_blobs", "Distinct blobs in the catalog.", blobs)
             yield GaugeMetricFamily("rhinobox_catalog_bytes", "Bytes of all distinct blobs.", stored)
             yield GaugeMetricFamily("rhinobox_catalog_uploads", "Uploads recorded (duplicates included).", uploads)
+        resumable = self._app.get(UPLOADS)
+        if resumable is not None:  # the shared uploads directory: the whole server's, whichever process answers
+            usage = resumable.usage()
+            yield GaugeMetricFamily("rhinobox_resumable_open", "Resumable uploads not complete.", usage.open_uploads)
+            yield GaugeMetricFamily(
+                "rhinobox_resumable_open_bytes", "Bytes held by open resumable uploads.", usage.open_bytes
+            )
 
 
 @web.middleware

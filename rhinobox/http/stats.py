@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from rhinobox.http.keys import CATALOG
+from rhinobox.http.keys import CATALOG, UPLOADS
 
 __all__ = ["get_stats"]
 
 
 async def get_stats(request: web.Request) -> web.Response:
     stats = await request.app[CATALOG].stats()
+    usage = await asyncio.get_running_loop().run_in_executor(None, request.app[UPLOADS].usage)
     return web.json_response(
         {
             "blobs": stats.blobs,
@@ -19,5 +22,6 @@ async def get_stats(request: web.Request) -> web.Response:
             "bytes_uploaded": stats.bytes_uploaded,
             "bytes_saved": stats.bytes_saved,
             "categories": {name: {"blobs": c.blobs, "bytes": c.bytes} for name, c in sorted(stats.by_category.items())},
+            "resumable": {"open": usage.open_uploads, "open_bytes": usage.open_bytes},
         }
     )
