@@ -160,6 +160,48 @@ async def test_200_mib_upload_streams_through_nginx(deployment: Deployment) -> N
         assert await response.read() == generated_bytes(BIG_SEED, BIG_SIZE, BIG_SIZE - 1000)
 
 
+async def test_a_resumable_upload_cut_midway_resumes_through_nginx(deployment: Deployment) -> None:
+    """A PATCH cut after 20 MiB: nginx streamed what arrived (no buffering), so the resume starts there."""
+    size, seed = 64 * MiB, 201
+    tus = {"Tus-Resumable": "1.0.0"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{deployment.url}/uploads/", headers={**tus, "Upload-Length": str(size)}) as created:
+            assert created.status == 201, await created.text()
+            upload = created.headers["Location"]
+        port = int(deployment.url.rsplit(":", 1)[1])
+        head = (
+            f"PATCH {upload} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+            f"Content-Type: application/offset+octet-stream\r\nContent-Length: {size}\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + generated_bytes(seed, size, 0, 20 * MiB))
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.transport.abort()  # the link drops mid-PATCH
+        del reader
+        offset = 0
+        for _ in range(50):  # nginx and RhinoBox notice the drop, then the bytes received are the offset
+            async with session.head(f"{deployment.url}{upload}", headers=tus) as status:
+                offset = int(status.headers["Upload-Offset"])
+            if offset > 0:
+                break
+            await asyncio.sleep(0.1)
+        assert 0 < offset <= 20 * MiB
+        result: dict[str, object] = {}
+        for _ in range(3):  # a 409 names the offset to resume from (the cut request was still ending)
+            headers = {**tus, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
+            body = generated_bytes(seed, size, offset)
+            async with session.patch(f"{deployment.url}{upload}", data=body, headers=headers) as finished:
+                if finished.status == 409:
+                    offset = int(finished.headers["Upload-Offset"])
+                    continue
+                assert finished.status == 204, await finished.text()
+                result = json.loads(finished.headers["RhinoBox-Result"])
+                break
+    assert result["hash"] == generated_digest(seed, size)
+    assert catalog_rows(deployment.data_dir)[str(result["hash"])] == size
+
+
 async def test_download_range_and_304_are_served_by_nginx(deployment: Deployment) -> None:
     name, payload = make_sample("jpeg", 77)
     async with aiohttp.ClientSession() as session:
