@@ -253,6 +253,28 @@ async def test_single_file_and_same_content_at_once(s3_client: Client, app_setti
     assert meta["upload_count"] == 12
 
 
+async def test_a_resumable_upload_lands_in_the_object_store(
+    s3_client: Client, app_settings: Settings, data_dir: Path
+) -> None:
+    """The partial bytes stay on this node's disk; the completed file is put into the object store."""
+    payload = os.urandom(PART_SIZE + 1000)
+    tus = {"Tus-Resumable": "1.0.0"}
+    created = await s3_client.post("/uploads/", headers={**tus, "Upload-Length": str(len(payload))})
+    assert created.status == 201
+    url = created.headers["Location"]
+    chunk = {**tus, "Content-Type": "application/offset+octet-stream"}
+    half = len(payload) // 2
+    assert (await s3_client.patch(url, data=payload[:half], headers={**chunk, "Upload-Offset": "0"})).status == 204
+    assert list((data_dir / "uploads").glob("*.part"))  # on the node's disk meanwhile
+    done = await s3_client.patch(url, data=payload[half:], headers={**chunk, "Upload-Offset": str(half)})
+    assert done.status == 204, await done.text()
+    digest = blake3_hex(payload)
+    assert done.headers["Content-Location"] == f"/files/{digest}"
+    assert object_bytes(app_settings, digest) == payload
+    assert list((data_dir / "uploads").glob("*.part")) == []
+    assert spool_files(data_dir) == []
+
+
 async def test_delete_then_upload_again(s3_client: Client, app_settings: Settings) -> None:
     _, payload = make_sample("pdf", 3)
     digest = blake3_hex(payload)
