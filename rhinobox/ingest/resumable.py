@@ -14,14 +14,12 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
 
 from rhinobox.errors import (
     ChecksumMismatch,
-    DigestMismatch,
     EmptyFile,
     InvalidUploadHeader,
     RhinoBoxError,
@@ -33,23 +31,16 @@ from rhinobox.errors import (
     UploadTooLong,
 )
 from rhinobox.ingest.blocks import BlockSpooler
-from rhinobox.ingest.entry import FileEntry
-from rhinobox.ingest.finish import finish_spooled
 from rhinobox.ingest.known import record_known
-from rhinobox.ingest.names import clean_filename, clean_hint, extension_of
-from rhinobox.ingest.report import UploadMeta
 from rhinobox.ingest.resources import IngestResources
 from rhinobox.ingest.upload_append import PartAppender, UploadProgress, new_checksum, truncate_part
+from rhinobox.ingest.upload_complete import Describe, complete_upload, upload_entry, upload_meta
 from rhinobox.ingest.upload_holds import UploadHold, UploadHolds
 from rhinobox.ingest.upload_records import UploadDirectory, UploadRecord, UploadUsage, new_upload_id
 
-__all__ = ["Checksum", "ResumableUploads", "UploadStatus", "upload_meta"]
+__all__ = ["Checksum", "ResumableUploads", "UploadStatus"]
 
 log = logging.getLogger(__name__)
-
-# Errors after which the upload's bytes are wrong for good: the upload fails and takes no more bytes.
-_FINAL_ERRORS: Final = (DigestMismatch, EmptyFile)
-Describe = Callable[[FileEntry, UploadMeta], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +62,6 @@ class UploadStatus:
     @property
     def complete(self) -> bool:
         return self.record.result is not None
-
-
-def upload_meta(metadata: Mapping[str, str]) -> UploadMeta:
-    """The hint and comment a multipart upload would carry, from tus metadata keys `category` and `comment`."""
-    hint = metadata.get("category")
-    return UploadMeta(hint=clean_hint(hint) if hint else None, comment=metadata.get("comment") or None)
 
 
 class ResumableUploads:
@@ -145,7 +130,7 @@ class ResumableUploads:
         return self.status(record.id)
 
     async def _record_known(self, record: UploadRecord) -> UploadStatus | None:
-        entry = self._entry(record)
+        entry = upload_entry(record)
         if not await record_known(self._res, entry, upload_meta(record.metadata), expected_size=record.length):
             return None
         record = record.with_changes(result=self._describe(entry, upload_meta(record.metadata)))
@@ -189,7 +174,8 @@ class ResumableUploads:
             if completes:
                 record = self._declare_length(record, received + written, received + written)
             if record.length is not None and received + written == record.length:
-                await self._complete(record, progress)
+                self._progress.pop(record.id, None)
+                await complete_upload(self._res, self.directory, record, progress, self._describe)
             return self.status(upload_id)
 
     def _open_record(self, upload_id: str, offset: int) -> UploadRecord:
@@ -297,43 +283,6 @@ class ResumableUploads:
         self._progress.pop(record.id, None)  # it may have hashed them: rebuilt from disk when needed
         if checksummed:
             self.directory.save(record)  # no longer an unverified chunk in flight
-
-    # --- completing ----------------------------------------------------------------------------------
-
-    def _entry(self, record: UploadRecord) -> FileEntry:
-        name = clean_filename(record.metadata.get("filename", ""))
-        claimed = record.metadata.get("filetype")
-        return FileEntry(
-            index=0,
-            name=name,
-            extension=extension_of(name),
-            claimed_type=claimed.strip().lower() if claimed else None,
-            expected_digest=record.expected_digest,
-        )
-
-    async def _complete(self, record: UploadRecord, progress: UploadProgress) -> None:
-        """Every byte is in: verify, prepare, commit and record the file as any other door does.
-
-        A final error (wrong content) ends the upload; any other (disk full, store down) leaves it
-        empty and open, so the client's retry sends it again rather than believing it stored.
-        """
-        assert record.length is not None
-        entry = self._entry(record)
-        entry.size = record.length
-        entry.digest = progress.hexdigest()
-        entry.spool_path = self.directory.part_path(record.id)  # the commit renames it into the store
-        meta = upload_meta(record.metadata)
-        self._progress.pop(record.id, None)
-        try:
-            await finish_spooled(self._res, entry, progress.scan, meta)
-        except _FINAL_ERRORS as exc:
-            self.directory.save(record.with_changes(error={"code": exc.code, "message": exc.message}))
-            raise
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self.directory.create_part(record.id)  # finish_spooled removed it: start over from 0
-            raise
-        self.directory.save(record.with_changes(result=self._describe(entry, meta)))
 
     # --- ending --------------------------------------------------------------------------------------
 
