@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -38,7 +39,7 @@ EXAMPLES = settings(max_examples=400, deadline=None)
 @EXAMPLES
 @given(st.dictionaries(st.sampled_from(HEADER_NAMES), HEADER_TEXT), st.one_of(st.none(), HEADER_TEXT))
 def test_any_header_values_parse_or_are_refused_cleanly(headers: dict[str, str], raw_metadata: str | None) -> None:
-    parsers = [
+    parsers: list[Callable[[], object]] = [
         lambda: protocol_of(headers),
         lambda: parse_offset(headers),
         lambda: parse_upload_length(headers, required=True),
