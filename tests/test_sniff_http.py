@@ -32,3 +32,13 @@ async def test_a_truncated_json_document_is_text(client: Client) -> None:
     response = await client.post("/ingest", data=form([("data.json", payload)]))
     (result,) = (await response.json())["results"]
     assert result["mime"] == "text/plain"
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_ndjson_is_filed_next_to_json(client: Client, size: int) -> None:
+    lines = [json.dumps({"id": i, "event": "upload", "ok": True}) for i in range(size // 40)]
+    payload = ("\n".join(lines) + "\n").encode()
+    response = await client.post("/ingest", data=form([("events.bin", payload)]))
+    (result,) = (await response.json())["results"]
+    assert result["mime"] == "application/x-ndjson"
+    assert result["category"] == "code/json"

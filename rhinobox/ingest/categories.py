@@ -68,6 +68,7 @@ DEFAULT_RULES: Final[Mapping[str, Any]] = {
         "text/html": "code/html",
         "text/css": "code/css",
         "application/json": "code/json",
+        "application/x-ndjson": "code/json",  # one JSON document per line: where a user looks for JSON
         "text/x-python": "code/python",
         "text/x-script.python": "code/python",
         "text/x-shellscript": "code/shell",
@@ -100,6 +101,8 @@ DEFAULT_RULES: Final[Mapping[str, Any]] = {
         ".rb": "code/ruby",
         ".sh": "code/shell",
         ".json": "code/json",
+        ".ndjson": "code/json",
+        ".jsonl": "code/json",
         ".yaml": "code/yaml",
         ".yml": "code/yaml",
         ".toml": "code/toml",
