@@ -28,7 +28,8 @@ __all__ = ["PUBLIC_PATHS", "TokenSet", "auth_middleware", "load_tokens", "setup_
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS: Final = frozenset({"/healthz"})
+PUBLIC_PATHS: Final = frozenset({"/healthz", "/"})  # "/": the web page, which asks for a token itself
+PUBLIC_PREFIX: Final = "/assets/"  # the web page's script and style (no data)
 READ_METHODS: Final = frozenset({"GET", "HEAD"})
 READ_ONLY: Final = "ro"
 READ_WRITE: Final = "rw"
@@ -116,7 +117,7 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 without a valid token, 403 for a read-only token on anything but GET and HEAD."""
     tokens = request.app[API_TOKENS]
-    if not tokens.enabled or request.path in PUBLIC_PATHS:
+    if not tokens.enabled or request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIX):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     may_write = tokens.lookup(header[len(BEARER) :].strip()) if header[: len(BEARER)].lower() == BEARER else None

@@ -26,6 +26,7 @@ from rhinobox.http.uploads import (
     patch_upload,
     post_to_upload,
 )
+from rhinobox.http.web_page import get_asset, get_index
 
 __all__ = ["setup_routes"]
 
@@ -67,4 +68,6 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("PATCH", "/uploads/{id}", patch_upload),
     ("DELETE", "/uploads/{id}", delete_upload),
     ("POST", "/uploads/{id}", post_to_upload),
+    ("GET", "/", get_index),
+    ("GET", "/assets/{name}", get_asset),
 )
