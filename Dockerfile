@@ -23,13 +23,24 @@ COPY pyproject.toml README.md ./
 COPY rhinobox ./rhinobox
 RUN pip install . && rm -rf /opt/rhinobox/build
 
+# The web page, built from web/ with the npm packages its lockfile names; Node.js only for the build.
+COPY web/package.json web/package-lock.json web/build.mjs ./web/
+COPY web/src ./web/src
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs npm \
+    && (cd web && npm ci --no-audit --no-fund && npm run build) \
+    && rm -rf web/node_modules /root/.npm \
+    && apt-get purge -y --auto-remove nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 rhinobox \
     && useradd --system --uid 10001 --gid rhinobox --home-dir /data --no-create-home --shell /usr/sbin/nologin rhinobox \
     && mkdir -p /data \
     && chown rhinobox:rhinobox /data
 
 ENV RHINOBOX_ADDR=0.0.0.0:8090 \
-    RHINOBOX_DATA_DIR=/data
+    RHINOBOX_DATA_DIR=/data \
+    RHINOBOX_WEB_DIR=/opt/rhinobox/web/dist
 VOLUME ["/data"]
 EXPOSE 8090
 USER rhinobox:rhinobox

@@ -228,6 +228,9 @@ class Settings:
         "", "File holding the S3 secret access key (surrounding whitespace is ignored).", _parse_str
     )
     job_ttl: int = _setting("86400", "Seconds finished async ingest jobs stay readable.", _parse_int(1))
+    web_dir: str = _setting(
+        "", "Folder of the built web page served at / (empty: web/dist beside the sources).", _parse_str
+    )
     upload_expiry: int = _setting(
         "86400", "Seconds a resumable upload may sit idle before it expires and its bytes are reclaimed.", _parse_int(1)
     )

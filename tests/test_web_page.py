@@ -105,3 +105,14 @@ def test_the_install_step_built_the_page_with_hashed_asset_names() -> None:
         assert re.fullmatch(r"[a-z-]+-[A-Z0-9]{8}\.(js|css)", name), name
         assert (DEFAULT_PAGE_DIR / "assets" / name).is_file()
     assert "<script>" not in html  # no inline script: the page's policy forbids it
+
+
+async def test_rhinobox_web_dir_names_the_build_to_serve(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    """An installed package (the Docker image) has no web/dist beside its sources: the setting names it."""
+    build = tmp_path / "built"
+    build.mkdir()
+    (build / "index.html").write_text("<!doctype html><title>elsewhere</title>")
+    client = await aiohttp_client(create_app(make_settings(tmp_path / "data", web_dir=str(build))))
+    response = await client.get("/")
+    assert response.status == 200
+    assert "elsewhere" in await response.text()

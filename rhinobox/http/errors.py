@@ -43,6 +43,7 @@ STATUS_BY_CODE: Final[dict[str, int]] = {
     "precondition_failed": 412,
     "expectation_failed": 417,
     "job_not_found": 404,
+    "page_not_built": 503,
     "upload_not_found": 404,
     "upload_offset_mismatch": 409,
     "upload_locked": 423,

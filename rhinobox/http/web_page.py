@@ -14,6 +14,7 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from rhinobox.http.errors import error_body
+from rhinobox.http.keys import SETTINGS
 
 __all__ = ["ASSETS_PREFIX", "DEFAULT_PAGE_DIR", "PAGE_CSP", "PAGE_DIR", "get_asset", "get_index"]
 
@@ -40,7 +41,11 @@ COMMON_HEADERS: Final = {
 
 
 def _page_dir(request: web.Request) -> Path:
-    return request.app.get(PAGE_DIR, DEFAULT_PAGE_DIR)
+    """The app's own (tests), else RHINOBOX_WEB_DIR (an installed package: the Docker image), else web/dist."""
+    if PAGE_DIR in request.app:
+        return request.app[PAGE_DIR]
+    configured = request.app[SETTINGS].web_dir
+    return Path(configured) if configured else DEFAULT_PAGE_DIR
 
 
 def _not_built(page_dir: Path) -> web.Response:
