@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from rhinobox.backends import make_arbiter, make_blob_store, make_catalog
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
 from rhinobox.datadir import DataDirLock
+from rhinobox.group_state import MarkerClock, SharedReconcileReport, metrics_dir
 from rhinobox.http.access_log import add_request_id_header, request_id_middleware
 from rhinobox.http.auth import auth_middleware, setup_auth
 from rhinobox.http.categories import rules_ctx
@@ -24,21 +26,31 @@ from rhinobox.http.keys import CATALOG, CATEGORIZER, PIPELINE, RECONCILE, SETTIN
 from rhinobox.http.metrics import metrics_middleware, setup_metrics
 from rhinobox.http.routes import setup_routes
 from rhinobox.http.uploads import uploads_ctx
+from rhinobox.ingest.hash_locks import FileHashLocks
 from rhinobox.ingest.pipeline import IngestPipeline
 from rhinobox.reconcile import ReconcileReport, reconcile
 from rhinobox.runmarker import RunMarker
 from rhinobox.settings import Settings
 from rhinobox.verify import QUARANTINE_DIRNAME
 
-__all__ = ["create_app"]
+__all__ = ["GROUP_MEMBER", "create_app"]
 
 log = logging.getLogger(__name__)
 # Socket read buffer per connection (aiohttp pauses reading at twice this): bigger reads, fewer wakeups.
 READ_BUFSIZE: Final = 256 * 1024
 
 
+# True in a serving process of a group (rhinobox.supervisor): the supervisor holds the data dir lock,
+# ran the start-up cleanup and check, and reconciles; this process only opens the store and catalog.
+GROUP_MEMBER = web.AppKey("group_member", bool)
+
+
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    if app[GROUP_MEMBER]:
+        async with _open_member_storage(app):
+            yield
+        return
     lock = DataDirLock(settings.data_dir)
     lock.acquire()  # before anything touches the directory (start-up removes stale spool files)
     try:
@@ -76,6 +88,25 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def _open_member_storage(app: web.Application) -> AsyncIterator[None]:
+    """The store and catalog of a serving process: no spool cleanup (other processes' uploads are live)."""
+    settings = app[SETTINGS]
+    clock = MarkerClock(settings.data_dir)
+    try:
+        async with (
+            _opened_store(settings, remove_stale=False) as (store, _),
+            _opened_catalog(settings, store) as catalog,
+        ):
+            app[STORE] = store
+            app[CATALOG] = catalog
+            app[RECONCILE] = SharedReconcileReport(settings.data_dir)
+            store.on_durable(clock.advance)
+            yield
+    finally:
+        clock.close()
+
+
+@contextlib.asynccontextmanager
 async def _run_marked(data_dir: Path) -> AsyncIterator[RunMarker]:
     """The run marker around everything else (`check_since` is set if the last run did not stop cleanly).
 
@@ -94,13 +125,13 @@ async def _run_marked(data_dir: Path) -> AsyncIterator[RunMarker]:
 
 
 @contextlib.asynccontextmanager
-async def _opened_store(settings: Settings) -> AsyncIterator[tuple[BlobStore, int]]:
+async def _opened_store(settings: Settings, *, remove_stale: bool = True) -> AsyncIterator[tuple[BlobStore, int]]:
     """The blob store, open, with the count of spool files the last run left (removed now)."""
     store = make_blob_store(settings)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, store.open)
     try:
-        stale = await loop.run_in_executor(None, store.remove_stale_spool)
+        stale = await loop.run_in_executor(None, store.remove_stale_spool) if remove_stale else 0
         if stale:
             log.warning("removed %d spool file(s) left by an earlier run", stale)
         yield store, stale
@@ -123,17 +154,25 @@ async def _opened_catalog(settings: Settings, store: BlobStore) -> AsyncIterator
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     categorizer = app[CATEGORIZER]  # opened by rules_ctx (from the rules store)
-    pipeline = IngestPipeline(app[SETTINGS], app[STORE], app[CATALOG], categorizer, make_arbiter(app[CATALOG]))
-    app[PIPELINE] = pipeline
-    await pipeline.warm_up()
+    arbiter = make_arbiter(app[CATALOG], app[SETTINGS])
+    if isinstance(arbiter, FileHashLocks):
+        arbiter.open()
     try:
-        yield
+        pipeline = IngestPipeline(app[SETTINGS], app[STORE], app[CATALOG], categorizer, arbiter)
+        app[PIPELINE] = pipeline
+        await pipeline.warm_up()
+        try:
+            yield
+        finally:
+            pipeline.close()
     finally:
-        pipeline.close()
+        if isinstance(arbiter, FileHashLocks):
+            await arbiter.close()
 
 
 async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
-    if app[RECONCILE].state != "pending":  # already done before serving (after an unclean stop)
+    # Already done before serving (after an unclean stop), or the supervisor's to do.
+    if app[GROUP_MEMBER] or app[RECONCILE].state != "pending":
         yield
         return
     task = asyncio.create_task(reconcile(app[STORE], app[CATALOG], app[RECONCILE]))
@@ -145,8 +184,12 @@ async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-def create_app(settings: Settings) -> web.Application:
-    """A ready-to-run aiohttp application for `settings`."""
+def create_app(settings: Settings, *, group_member: bool = False) -> web.Application:
+    """A ready-to-run aiohttp application for `settings` (`group_member`: see GROUP_MEMBER)."""
+    if not group_member:
+        # `processes` > 1 makes the backends share state with the other processes of a group (hash
+        # locks, rules polling, job leases); an app outside a group has the data directory to itself.
+        settings = dataclasses.replace(settings, processes=1)
     # Outermost first: the request id covers everything; metrics see the final status; auth runs inside
     # error_middleware so its refusals (and 404s behind it) get the JSON error shape. Bodies are never
     # decompressed by aiohttp: a compressed upload is refused whole (rhinobox.http.bodies), not unpacked.
@@ -155,8 +198,9 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_id_middleware, metrics_middleware, error_middleware, auth_middleware],
     )
     app[SETTINGS] = settings
+    app[GROUP_MEMBER] = group_member
     setup_auth(app, settings)
-    setup_metrics(app)
+    setup_metrics(app, metrics_dir(settings.data_dir) if group_member else None)
     app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.extend([_storage_ctx, rules_ctx, _pipeline_ctx, _reconcile_ctx])
     app.cleanup_ctx.append(jobs_ctx)  # after the catalog opens, before it closes

@@ -18,6 +18,7 @@ from rhinobox.catalog.base import Catalog
 from rhinobox.catalog.postgres import PostgresCatalog
 from rhinobox.catalog.postgres_rules import PostgresRulesStore
 from rhinobox.catalog.sqlite import CATALOG_FILENAME, SQLiteCatalog
+from rhinobox.ingest.hash_locks import FileHashLocks
 from rhinobox.ingest.pins import HashArbiter, HashPins
 from rhinobox.ingest.rules_store import FileRulesStore, RulesStore
 from rhinobox.jobs.postgres import PostgresJobStore
@@ -93,10 +94,16 @@ def make_catalog(settings: Settings, store: BlobStore | None = None) -> Catalog:
     raise SettingsError(f"RHINOBOX_CATALOG: unsupported catalog URL {settings.catalog!r} (expected postgresql://...)")
 
 
-def make_arbiter(catalog: Catalog) -> HashArbiter:
-    """Per-hash arbitration for ingest: in the database when several nodes share it, else in-process."""
+def make_arbiter(catalog: Catalog, settings: Settings | None = None) -> HashArbiter:
+    """Per-hash arbitration for ingest: in the database when several nodes share it, in a lock file
+    when several processes share the data directory (`RHINOBOX_PROCESSES`), else in-process.
+
+    A `FileHashLocks` comes back closed: the caller opens it, and closes it after ingest stops.
+    """
     if isinstance(catalog, PostgresCatalog):
         return catalog.locks
+    if settings is not None and settings.processes > 1:
+        return FileHashLocks.in_data_dir(settings.data_dir)
     return HashPins()
 
 
@@ -104,11 +111,11 @@ def make_rules_store(settings: Settings) -> RulesStore:
     """Where the category rules live (not yet opened): beside the shared catalog, else in the data dir."""
     if settings.catalog.startswith(POSTGRES_SCHEMES):
         return PostgresRulesStore(settings.catalog)
-    return FileRulesStore.in_data_dir(settings.data_dir)
+    return FileRulesStore.in_data_dir(settings.data_dir, shared=settings.processes > 1)
 
 
 def make_job_store(settings: Settings, catalog: Catalog, node_id: str) -> JobStore:
     """Where async job records live (not yet opened); `node_id` names this process as their runner."""
     if isinstance(catalog, PostgresCatalog):
         return PostgresJobStore(catalog.dsn, node_id)
-    return job_store_for(catalog, settings.data_dir)
+    return job_store_for(catalog, settings.data_dir, node=node_id if settings.processes > 1 else None)

@@ -16,6 +16,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import time
 from typing import Any, Final
 
@@ -25,24 +26,30 @@ from aiohttp import web
 from rhinobox.app import create_app
 from rhinobox.http.access_log import ACCESS_LOGGER, JsonAccessLogger
 from rhinobox.http.errors import Handler
-from rhinobox.http.protocol_errors import JsonErrorServer
+from rhinobox.http.protocol_errors import serve_json_errors
 from rhinobox.settings import Settings
 
-__all__ = ["LISTENING_BANNER", "serve"]
+__all__ = ["LISTENING_BANNER", "LISTEN_BACKLOG", "run_server", "serve"]
 
 log = logging.getLogger(__name__)
 # Printed (and flushed) once bound; tests and scripts started with port 0 read the port from it.
 LISTENING_BANNER: Final = "rhinobox listening on http://{host}:{port}"
 CANCEL_GRACE: Final = 5.0  # seconds cancelled requests get to clean up (remove their spool files)
+LISTEN_BACKLOG: Final = 1024
 
 
-async def run_server(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM, then stop accepting, let requests finish, and close the app."""
-    app = create_app(settings)
+async def run_server(settings: Settings, *, listen: socket.socket | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then stop accepting, let requests finish, and close the app.
+
+    With `listen` (a bound, listening socket a supervisor handed over) this is a serving process of a
+    group: it accepts on that socket beside the others, and the app is a group member's (rhinobox.app).
+    """
+    app = create_app(settings, group_member=listen is not None)
     in_flight = InFlightRequests()
     app.middlewares.insert(0, in_flight.middleware)  # outermost: counts the whole handler chain
     runner = GracefulRunner(
         app,
+        header_timeout=settings.header_timeout,
         access_log_class=JsonAccessLogger,
         access_log=logging.getLogger(ACCESS_LOGGER),
         shutdown_timeout=settings.shutdown_timeout,
@@ -62,7 +69,11 @@ async def run_server(settings: Settings) -> None:
         loop.add_signal_handler(sig, _on_signal, sig, stop)
     started = time.monotonic()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        site: web.BaseSite
+        if listen is None:
+            site = web.TCPSite(runner, settings.host, settings.port, backlog=LISTEN_BACKLOG)
+        else:
+            site = web.SockSite(runner, listen)
         await site.start()
         host, port = runner.addresses[0][:2]
         print(LISTENING_BANNER.format(host=host, port=port), flush=True)
@@ -86,17 +97,16 @@ async def run_server(settings: Settings) -> None:
 
 
 class GracefulRunner(web.AppRunner):
-    """An AppRunner whose `on_shutdown` signal is sent once: early by `run_server`, not again by `cleanup`."""
+    """An AppRunner whose `on_shutdown` signal is sent once (early by `run_server`, not again by `cleanup`),
+    whose connections answer protocol faults in JSON and have `header_timeout` seconds to send headers."""
 
-    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._shutdown_sent = False
+        self._header_timeout = header_timeout
 
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        # aiohttp builds the Server itself; only its connection handler differs, so the class is swapped.
-        server.__class__ = JsonErrorServer
-        return server
+        return serve_json_errors(await super()._make_server(), self._header_timeout)
 
     async def shutdown(self) -> None:
         if not self._shutdown_sent:

@@ -23,6 +23,7 @@ __all__ = [
     "SettingSpec",
     "Settings",
     "SettingsError",
+    "usable_cores",
 ]
 
 ENV_PREFIX: Final = "RHINOBOX_"
@@ -111,6 +112,21 @@ def _parse_workers(raw: str) -> int:
     return _parse_int(1, 1024)(raw)
 
 
+def _parse_processes(raw: str) -> int:
+    """Empty means one per core this process may run on: every core serves (1 keeps a single process)."""
+    if not raw.strip():
+        return usable_cores()
+    return _parse_int(1, 1024)(raw)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 def _without_password(value: str) -> str:
     """`value` with the password of a URL (`scheme://user:secret@host/...`) masked; anything else as is."""
     if "@" not in value or "://" not in value:
@@ -194,6 +210,11 @@ class Settings:
     workers: int = _setting(
         "", "Worker threads for batch ingest (default: cores x 2).", _parse_workers, shown_default="cores x 2"
     )
+    processes: int = _setting(
+        "1",
+        "Serving processes sharing the port and the data directory (1: a single process; empty: one per usable core).",
+        _parse_processes,
+    )
     queue_size: int = _setting("10000", "Files that may wait for a worker before ingest answers 503.", _parse_int(1))
     fsync: FsyncMode = _setting(
         "always", "Durability: `always` (answer after bytes are on disk) or `never`.", _parse_fsync
@@ -201,6 +222,21 @@ class Settings:
     log_level: str = _setting("info", "Log level: debug, info, warning or error.", _parse_choice(LOG_LEVELS))
     min_free_mb: int = _setting("256", "Ingest answers 507 below this much free disk (MiB).", _parse_int(0))
     shutdown_timeout: float = _setting("30", "Seconds in-flight requests get to finish on SIGTERM.", _parse_float(0))
+    header_timeout: float = _setting(
+        "30",
+        "Seconds a client may take to send the request line and headers, else 408 (0: no limit).",
+        _parse_float(0),
+    )
+    body_timeout: float = _setting(
+        "60",
+        "Seconds an upload body may go without a byte, else 408; also the window body_min_rate is averaged over.",
+        _parse_float(0.1),
+    )
+    body_min_rate: int = _setting(
+        "1024",
+        "Bytes per second an upload body must average over each body_timeout window, else 408 (0: no minimum).",
+        _parse_int(0),
+    )
     accel_redirect: str = _setting("", "nginx internal location for X-Accel-Redirect downloads.", _parse_str)
     api_tokens: tuple[str, ...] = _setting(
         "",

@@ -198,9 +198,7 @@ async def test_the_wal_starts_over_under_a_steady_stream_of_writes(tmp_path: Pat
         # is the backstop itself). A checkpoint on another connection once a second left 3-4 restarts,
         # with the WAL at the backstop: the restart count is what tells the two apart.
         assert len(salts) >= 8, f"the WAL started over {len(salts) - 1} time(s) in 1.5 s; it reached {wal_mib:.0f} MiB"
-        assert wal_mib < backstop_mib, (
-            f"the WAL grew to {wal_mib:.0f} MiB, towards the {backstop_mib:.0f} MiB backstop"
-        )
+        assert wal_mib < backstop_mib, f"the WAL grew to {wal_mib:.0f} MiB, towards the {backstop_mib:.0f} MiB backstop"
     finally:
         await catalog.close()
 

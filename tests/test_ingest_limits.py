@@ -9,7 +9,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-import rhinobox.http.bodies as http_bodies
 from rhinobox.app import create_app
 from rhinobox.http.keys import PIPELINE
 from rhinobox.ingest.pool import WorkerPool
@@ -78,9 +77,9 @@ async def test_hostile_filename_charset_is_harmless(client: Client) -> None:
 
 
 async def test_a_stalled_client_is_cut_off_and_releases_everything(
-    client: Client, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    aiohttp_client: AiohttpClient, data_dir: Path
 ) -> None:
-    monkeypatch.setattr(http_bodies, "BODY_IDLE_SECONDS", 0.5)
+    client = await aiohttp_client(create_app(make_settings(data_dir, body_timeout="0.5")))
     arenas = client.app[PIPELINE].resources.arenas
     reader, writer = await send_partial_upload(
         client.server.host, client.server.port, [("small.bin", b"s" * 1000)], declared_length=100_000

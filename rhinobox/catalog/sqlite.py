@@ -102,6 +102,11 @@ class SQLiteCatalog:
         return self._writer.commits if self._writer is not None else 0
 
     @property
+    def lock_wait_seconds(self) -> float:
+        """Seconds the writer waited for the database's write lock since open (held by another process)."""
+        return self._writer.lock_wait_seconds if self._writer is not None else 0.0
+
+    @property
     def makes_blobs_durable(self) -> bool:
         return self._sync is not None
 
@@ -147,6 +152,9 @@ class SQLiteCatalog:
             # temp directory's filesystem (a file create on the write path: milliseconds on a busy
             # disk). In memory it is bounded by the pages one group of inserts touches.
             db.execute("PRAGMA temp_store=MEMORY")
+            # From here the writer waits for another process's write lock itself, and counts the wait
+            # (SQLiteWriter._begin); the setup above kept SQLite's busy timeout.
+            db.execute("PRAGMA busy_timeout=0")
         except BaseException:
             db.close()
             raise

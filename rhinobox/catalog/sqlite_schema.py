@@ -169,6 +169,12 @@ MIGRATIONS: Final[dict[int, str]] = {
         DELETE FROM blob_names WHERE rowid >= old.id * {NAME_SLOTS} AND rowid < (old.id + 1) * {NAME_SLOTS};
     END;
     """,
+    # Several serving processes on one data directory (issue 18): a job row names the process running
+    # it and the time of its last lease renewal, so another process can tell a dead one's jobs apart.
+    5: """
+    ALTER TABLE jobs ADD COLUMN node TEXT;
+    ALTER TABLE jobs ADD COLUMN heartbeat_at REAL;
+    """,
 }
 
 

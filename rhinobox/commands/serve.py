@@ -21,11 +21,13 @@ def run(args: argparse.Namespace) -> int:
     from rhinobox.datadir import DataDirLocked
     from rhinobox.errors import InvalidRules
     from rhinobox.server import serve
+    from rhinobox.supervisor import supervise
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level)
     try:
-        return serve(settings)
+        # Several processes: a supervisor and its serving processes (rhinobox.supervisor); one: this one serves.
+        return supervise(settings) if settings.processes > 1 else serve(settings)
     except DataDirLocked as exc:
         print(f"rhinobox: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from rhinobox.errors import Forbidden, Unauthorized
 from rhinobox.http.errors import Handler, error_response
@@ -117,7 +117,13 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 without a valid token, 403 for a read-only token on anything but GET and HEAD."""
     tokens = request.app[API_TOKENS]
-    if not tokens.enabled or request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIX):
+    # OPTIONS (tus discovery at /uploads/) tells only what the protocol offers, as a CORS preflight would.
+    if (
+        not tokens.enabled
+        or request.method == hdrs.METH_OPTIONS
+        or request.path in PUBLIC_PATHS
+        or request.path.startswith(PUBLIC_PREFIX)
+    ):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     may_write = tokens.lookup(header[len(BEARER) :].strip()) if header[: len(BEARER)].lower() == BEARER else None

@@ -1,22 +1,30 @@
-"""Requests aiohttp's HTTP parser refuses (bad framing, oversized headers, control bytes): a JSON answer, one log line.
+"""Connection-level faults aiohttp handles before any handler runs: malformed requests and slow headers.
 
-aiohttp answers them itself in text/plain, echoing the offending bytes, and logs each as an ERROR with
-a traceback, before any middleware or auth runs: any client could fill the error log. Here they get the
-documented JSON error shape with a fixed message, the connection is closed, and one WARNING line names
-the client and the kind of fault.
+aiohttp answers parser faults itself in text/plain, echoing the offending bytes, and logs each as an
+ERROR with a traceback, before any middleware or auth runs: any client could fill the error log. Here
+they get the documented JSON error shape with a fixed message, the connection is closed, and one
+WARNING line names the client and the kind of fault.
+
+aiohttp also bounds nothing about how long a request's line and headers may take to arrive (a client
+trickling a byte a minute keeps its connection for the hour-long keep-alive timeout). Here they must be
+complete within `header_timeout` seconds (nginx's `client_header_timeout`): counted from the accept for
+a connection's first request, from its first byte for a later one; past it the client gets a JSON 408
+`header_timeout` (or, having sent nothing at all, just a closed connection).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from rhinobox.http.errors import error_body
 
-__all__ = ["JsonErrorRequestHandler", "JsonErrorServer"]
+__all__ = ["HEADER_TIMEOUT_CODE", "JsonErrorRequestHandler", "JsonErrorServer", "serve_json_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +35,72 @@ _FAULTS: Final[dict[int, tuple[str, str]]] = {
     431: ("request_too_large", "the request headers are too large"),
     501: ("not_implemented", "the request uses an HTTP feature this server does not implement"),
 }
+HEADER_TIMEOUT_CODE: Final = "header_timeout"
+
+
+def _header_timeout_answer(seconds: float) -> bytes:
+    """The whole 408 answer, written straight to the socket: no request exists to answer through aiohttp."""
+    body = json.dumps(
+        error_body(HEADER_TIMEOUT_CODE, f"the request line and headers did not arrive within {seconds:g} s")
+    ).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class JsonErrorRequestHandler(RequestHandler):
-    """aiohttp's connection handler, answering its own errors in the JSON error shape without a traceback."""
+    """aiohttp's connection handler: its own errors in the JSON error shape, and a deadline for headers."""
+
+    __slots__ = ("_header_answer", "_header_bytes", "_header_deadline", "_header_timeout")
+
+    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_answer = _header_timeout_answer(header_timeout)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = False  # whether the pending request has sent anything (else: close silently)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_header_deadline()  # nginx too counts the first request's headers from the accept
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_deadline is None and self._waiter is not None and not self._waiter.done():
+            self._arm_header_deadline()  # idle between requests: these bytes begin the next one
+        self._header_bytes = True
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed:  # a request line and its headers are complete
+            self._disarm_header_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_timeout > 0:
+            self._header_bytes = False
+            self._header_deadline = self._loop.call_later(self._header_timeout, self._header_deadline_passed)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_deadline = None
+        if self.transport is None or self._force_close or self._request_in_progress:
+            return  # gone already, or a request is being answered (its body has its own deadline)
+        if self._header_bytes:
+            log.warning("closed a connection from %s: no complete headers in %g s", self._peer(), self._header_timeout)
+            self.transport.write(self._header_answer)
+        self.force_close()  # the transport sends what was written, then closes
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
     def handle_error(
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -52,7 +122,20 @@ class JsonErrorRequestHandler(RequestHandler):
 
 
 class JsonErrorServer(web.Server):
-    """A `web.Server` whose connections use `JsonErrorRequestHandler`."""
+    """A `web.Server` whose connections use `JsonErrorRequestHandler` (`header_timeout`: see `serve_json_errors`)."""
+
+    header_timeout: float
 
     def __call__(self) -> RequestHandler:
-        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+        return JsonErrorRequestHandler(self, loop=self._loop, header_timeout=self.header_timeout, **self._kwargs)
+
+
+def serve_json_errors(server: web.Server, header_timeout: float) -> JsonErrorServer:
+    """`server`, now handing its connections to `JsonErrorRequestHandler` (0: no header deadline).
+
+    aiohttp's runner builds the `Server` itself; only its connection handler differs, so the class is swapped.
+    """
+    server.__class__ = JsonErrorServer
+    assert isinstance(server, JsonErrorServer)
+    server.header_timeout = header_timeout
+    return server

@@ -16,6 +16,7 @@ from rhinobox.http.health import healthz
 from rhinobox.http.ingest import ingest
 from rhinobox.http.jobs import get_job, job_events
 from rhinobox.http.metrics import metrics_handler
+from rhinobox.http.openapi import OPENAPI_PATH, get_openapi
 from rhinobox.http.stats import get_stats
 from rhinobox.http.uploads import (
     create_upload,
@@ -58,6 +59,7 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/jobs/{id}", get_job),
     ("GET", "/jobs/{id}/events", job_events),
     ("GET", "/metrics", metrics_handler),
+    ("GET", OPENAPI_PATH, get_openapi),
     ("OPTIONS", "/uploads", options_uploads),
     ("OPTIONS", "/uploads/", options_uploads),
     ("OPTIONS", "/uploads/{id}", options_uploads),

@@ -40,7 +40,7 @@ CHECKSUM_ALGORITHMS: Final = ("sha1", "sha256", "sha512", "md5")
 MAX_METADATA_KEYS: Final = 32
 METADATA_DIGEST_KEY: Final = "blake3"
 _DIGITS: Final = re.compile(r"[0-9]{1,19}")  # below 2**63: a length or offset, never a bignum
-_METADATA_KEY: Final = re.compile(r"[!#-+\--~]+")  # visible ASCII without space and comma
+_METADATA_KEY: Final = re.compile(r"[!-+\--~]+")  # visible ASCII without space and comma (tus 1.0)
 
 
 class Protocol(Enum):

@@ -62,20 +62,23 @@ class RulesStore(Protocol):
 
 
 class FileRulesStore:
-    """Rules in one JSON file, written atomically (temp file, fsync, rename); one process uses it."""
+    """Rules in one JSON file, written atomically (temp file, fsync, rename).
 
-    shared: Final = False
+    `shared` when several serving processes use the data directory: each then polls the file's version
+    (a `stat`), as nodes poll a shared database.
+    """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.path = path
+        self.shared = shared
 
     @property
     def location(self) -> str:
         return str(self.path)
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> FileRulesStore:
-        return cls(data_dir / RULES_FILENAME)
+    def in_data_dir(cls, data_dir: Path, *, shared: bool = False) -> FileRulesStore:
+        return cls(data_dir / RULES_FILENAME, shared=shared)
 
     async def open(self) -> None:
         return None
@@ -99,14 +102,19 @@ class FileRulesStore:
 
     def write(self, document: Mapping[str, Any]) -> int:
         """Blocking `save`; a failed disk call is the domain's error (a full disk is a 507), the old file stays."""
-        tmp = self.path.with_suffix(".json.tmp")
+        tmp = self.path.with_suffix(f".json.{os.getpid()}.tmp")  # processes sharing the directory: one each
         try:
+            before = self._version_now()
             with open(tmp, "w", encoding="utf-8") as handle:
                 handle.write(json.dumps(document, indent=1, sort_keys=True))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
-            return self.path.stat().st_mtime_ns
+            version = self.path.stat().st_mtime_ns
+            if version <= before:  # two saves within one tick of the kernel's file clock: still a new version
+                version = before + 1
+                os.utime(self.path, ns=(version, version))
+            return version
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
@@ -120,6 +128,9 @@ class FileRulesStore:
         return await asyncio.get_running_loop().run_in_executor(None, self.write, document)
 
     async def version(self) -> int:
+        return self._version_now()
+
+    def _version_now(self) -> int:
         try:
             return self.path.stat().st_mtime_ns
         except FileNotFoundError:

@@ -3,12 +3,16 @@
 With the SQLite catalog, job writes join the catalog's grouped transactions and reads use a connection
 of their own (WAL lets them run beside the writer). With any other catalog, jobs get their own SQLite
 file in the data directory, so they still outlive the process.
+
+With a `node` id (several serving processes on the data directory) the store is shared, as PostgreSQL's
+is between nodes: each row names the process running the job and carries a lease it renews.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -44,6 +48,19 @@ ON CONFLICT(id) DO UPDATE SET
 """
 _INSERT_RESULT: Final = "INSERT OR REPLACE INTO job_results (job_id, idx, result) VALUES (?, ?, ?)"
 _UNFINISHED: Final = tuple(state.value for state in JobState if state not in FINAL_STATES)
+_UNFINISHED_MARKS: Final = ",".join("?" * len(_UNFINISHED))
+# Shared: a row already final (interrupted by a process that took this one for dead) is left alone.
+_UPSERT_LEASED: Final = f"""
+INSERT INTO jobs ({_COLUMNS}, node, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET
+    state = excluded.state, updated_at = excluded.updated_at, finished_at = excluded.finished_at,
+    total = excluded.total, done = excluded.done, stored = excluded.stored,
+    duplicate = excluded.duplicate, failed = excluded.failed, received_bytes = excluded.received_bytes,
+    processed_bytes = excluded.processed_bytes, error_code = excluded.error_code,
+    error_message = excluded.error_message, node = excluded.node, heartbeat_at = excluded.heartbeat_at
+WHERE jobs.state IN ({_UNFINISHED_MARKS})
+"""
+_EXPIRED_LEASE: Final = f"state IN ({_UNFINISHED_MARKS}) AND coalesce(heartbeat_at, updated_at) < ?"
 
 
 def _row_of(job: Job) -> tuple[object, ...]:
@@ -70,12 +87,16 @@ def _job_of(row: Sequence[Any]) -> Job:
 
 
 class SQLiteJobStore:
-    """A `JobStore` on one SQLite file; `writer` runs a write job in a transaction (or we use our own)."""
+    """A `JobStore` on one SQLite file; `writer` runs a write job in a transaction (or we use our own).
 
-    shared: Final = False  # the data dir lock keeps other processes out
+    With `node` (only beside the SQLite catalog, whose migrations add the lease columns) it is shared
+    by the serving processes of one data directory; without, the data dir lock keeps others out.
+    """
 
-    def __init__(self, path: Path, writer: Writer | None = None) -> None:
+    def __init__(self, path: Path, writer: Writer | None = None, *, node: str | None = None) -> None:
         self.path = path
+        self.node = node if writer is not None else None
+        self.shared = self.node is not None
         self._shared_writer = writer
         self._own_writer: SQLiteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -131,11 +152,14 @@ class SQLiteJobStore:
 
     @sqlite_errors("save a job")
     async def save(self, job: Job, new_results: Sequence[FileResult]) -> None:
-        row = _row_of(job)
         result_rows = [(job.id, int(r["index"]), json.dumps(r, separators=(",", ":"))) for r in new_results]
+        node = self.node
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute(_UPSERT, row)
+            if node is None:
+                db.execute(_UPSERT, _row_of(job))
+            elif not db.execute(_UPSERT_LEASED, (*_row_of(job), node, time.time(), *_UNFINISHED)).rowcount:
+                return  # another process recorded it interrupted: it takes no more results
             if result_rows:
                 db.executemany(_INSERT_RESULT, result_rows)
 
@@ -168,18 +192,50 @@ class SQLiteJobStore:
             job.results = [json.loads(r[0]) for r in await cursor.fetchall()]
         return job
 
+    @sqlite_errors("renew job leases")
     async def heartbeat(self, job_ids: Sequence[str]) -> None:
-        return None  # one process per data dir: its jobs cannot be taken for abandoned
+        node = self.node
+        if node is None or not job_ids:
+            return  # one process per data dir: its jobs cannot be taken for abandoned
+        ids = list(job_ids)
+        marks = ",".join("?" * len(ids))
+        sql = f"UPDATE jobs SET heartbeat_at = ? WHERE id IN ({marks}) AND node = ? AND state IN ({_UNFINISHED_MARKS})"
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(sql, (time.time(), *ids, node, *_UNFINISHED))
+
+        await self._write(write)
 
     @sqlite_errors("mark unfinished jobs interrupted")
     async def interrupt_unfinished(self, now: float, error: JobError, *, lease: float) -> int:
-        marks = ",".join("?" * len(_UNFINISHED))
+        if self.node is not None:
+            return await self._interrupt_expired(now, error, lease)
+        marks = _UNFINISHED_MARKS
 
         def write(db: sqlite3.Connection) -> int:
             cursor = db.execute(
                 f"UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, error_code = ?, error_message = ?"
                 f" WHERE state IN ({marks})",
                 (JobState.INTERRUPTED.value, now, now, error.code, error.message, *_UNFINISHED),
+            )
+            return cursor.rowcount
+
+        return await self._count(write)
+
+    async def _interrupt_expired(self, now: float, error: JobError, lease: float) -> int:
+        """Shared: only the jobs whose lease ran out; looked for with a read first (this runs every few
+        seconds in every process, and an empty write would still cost a commit and a sync)."""
+        bound = time.time() - lease
+        query = f"SELECT 1 FROM jobs WHERE {_EXPIRED_LEASE} LIMIT 1"
+        async with self._read().execute(query, (*_UNFINISHED, bound)) as cursor:
+            if await cursor.fetchone() is None:
+                return 0
+
+        def write(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ?, error_code = ?, error_message = ?"
+                f" WHERE {_EXPIRED_LEASE}",
+                (JobState.INTERRUPTED.value, now, now, error.code, error.message, *_UNFINISHED, bound),
             )
             return cursor.rowcount
 
@@ -198,8 +254,9 @@ class SQLiteJobStore:
         return await self._count(write)
 
 
-def job_store_for(catalog: Catalog, data_dir: Path) -> SQLiteJobStore:
-    """Jobs beside the catalog when it is SQLite; otherwise in their own SQLite file in the data dir."""
+def job_store_for(catalog: Catalog, data_dir: Path, *, node: str | None = None) -> SQLiteJobStore:
+    """Jobs beside the catalog when it is SQLite (shared by the data dir's processes if `node` is given);
+    otherwise in their own SQLite file in the data dir."""
     if isinstance(catalog, SQLiteCatalog):
-        return SQLiteJobStore(catalog.path, writer=catalog.write)
+        return SQLiteJobStore(catalog.path, writer=catalog.write, node=node)
     return SQLiteJobStore(data_dir / JOBS_FILENAME)
