@@ -10,6 +10,7 @@ serving and every catalog row still has its blob in the store, with the right ha
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ import obstore
 import pytest
 from obstore.store import S3Store
 
-from tests.helpers import form, free_port, wait_until_listening
+from tests.helpers import assert_error, form, free_port, wait_until_listening
 from tests.samples import SAMPLES, make_sample
 from tests.server_process import RhinoBoxProcess, generated_digest, stream_multipart
 
@@ -347,3 +348,34 @@ async def reconciliation(http: aiohttp.ClientSession, url: str) -> dict[str, Any
             return report
         await asyncio.sleep(0.05)
     raise AssertionError(f"reconciliation did not finish: {report}")
+
+
+async def test_a_resumable_upload_lives_on_the_node_that_created_it(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """Each node keeps its partial uploads on its own disk (docs/resumable.md): every request of an upload
+    must reach the node that created it; another node says so with a clear 404, and once complete the
+    file is in the shared store and catalog, readable from any node."""
+    payload = os.urandom(3 * MiB + 7)
+    tus = {"Tus-Resumable": "1.0.0"}
+    chunk = {**tus, "Content-Type": "application/offset+octet-stream"}
+    first, other = cluster.nodes[0].url, cluster.nodes[1].url
+    async with http.post(f"{first}/uploads/", headers={**tus, "Upload-Length": str(len(payload))}) as created:
+        assert created.status == 201
+        upload = created.headers["Location"]
+    half = len(payload) // 2
+    async with http.patch(f"{other}{upload}", data=payload[:half], headers={**chunk, "Upload-Offset": "0"}) as wrong:
+        await assert_error(wrong, 404, "upload_not_found")
+    async with http.patch(f"{first}{upload}", data=payload[:half], headers={**chunk, "Upload-Offset": "0"}) as part:
+        assert part.status == 204
+    async with http.patch(
+        f"{first}{upload}", data=payload[half:], headers={**chunk, "Upload-Offset": str(half)}
+    ) as done:
+        assert done.status == 204, await done.text()
+        digest = json.loads(done.headers["RhinoBox-Result"])["hash"]
+    assert digest == blake3.blake3(payload).hexdigest()
+    async with http.get(f"{other}/files/{digest}") as download:
+        assert download.status == 200
+        assert await download.read() == payload
+    catalog, _ = await catalog_state(cluster.dsn)
+    assert store_problems(cluster.bucket, {digest: catalog[digest]}) == []
