@@ -28,10 +28,9 @@ from rhinobox.http.routes import setup_routes
 from rhinobox.http.uploads import uploads_ctx
 from rhinobox.ingest.hash_locks import FileHashLocks
 from rhinobox.ingest.pipeline import IngestPipeline
-from rhinobox.reconcile import ReconcileReport, reconcile
+from rhinobox.reconcile import ReconcileReport, check_after_unclean_stop, reconcile
 from rhinobox.runmarker import RunMarker
 from rhinobox.settings import Settings
-from rhinobox.verify import QUARANTINE_DIRNAME
 
 __all__ = ["GROUP_MEMBER", "create_app"]
 
@@ -72,16 +71,7 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = store
         app[CATALOG] = catalog
         app[RECONCILE] = report
-        if marker.check_since is not None and store.names_may_outlive_bytes:
-            log.warning("the last run did not stop cleanly: hashing blobs it may not have synced before serving")
-            await reconcile(
-                store,
-                catalog,
-                report,
-                quarantine_dir=settings.data_dir / QUARANTINE_DIRNAME,
-                changed_since=marker.check_since,
-            )
-            await asyncio.get_running_loop().run_in_executor(None, marker.checked)
+        await check_after_unclean_stop(store, catalog, marker, report, settings.data_dir)
         # Only now: the check's own syncs must not move the crashed run's window before it is done.
         store.on_durable(marker.advance)
         yield

@@ -25,7 +25,8 @@ from typing import Any, Final
 
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import MAX_PAGE, BlobQuery, Catalog
-from rhinobox.verify import corrupt_blobs, move_aside
+from rhinobox.runmarker import RunMarker
+from rhinobox.verify import QUARANTINE_DIRNAME, corrupt_blobs, move_aside
 
 __all__ = ["ReconcileReport", "reconcile"]
 
@@ -193,3 +194,17 @@ async def _move_aside(store: BlobStore, torn: set[str], quarantine_dir: Path, re
 def _sample(sample: list[str], digest: str) -> None:
     if len(sample) < SAMPLE_LIMIT:
         sample.append(digest)
+
+
+async def check_after_unclean_stop(
+    store: BlobStore, catalog: Catalog, marker: RunMarker, report: ReconcileReport, data_dir: Path
+) -> None:
+    """Before serving, after a run that did not stop cleanly: hash what it may not have synced, then
+    mark the check done (a start that fails before then leaves the crashed run's window for the next)."""
+    if marker.check_since is None or not store.names_may_outlive_bytes:
+        return
+    log.warning("the last run did not stop cleanly: hashing blobs it may not have synced before serving")
+    await reconcile(
+        store, catalog, report, quarantine_dir=data_dir / QUARANTINE_DIRNAME, changed_since=marker.check_since
+    )
+    await asyncio.get_running_loop().run_in_executor(None, marker.checked)

@@ -42,11 +42,10 @@ from rhinobox.http.metrics import MULTIPROC_ENV
 from rhinobox.jobs.manager import INTERRUPTED_AT_START
 from rhinobox.jobs.sqlite import job_store_for
 from rhinobox.member import Handoff
-from rhinobox.reconcile import ReconcileReport, reconcile
+from rhinobox.reconcile import ReconcileReport, check_after_unclean_stop, reconcile
 from rhinobox.runmarker import RunMarker
 from rhinobox.server import CANCEL_GRACE, LISTEN_BACKLOG, LISTENING_BANNER
 from rhinobox.settings import Settings
-from rhinobox.verify import QUARANTINE_DIRNAME
 
 __all__ = ["GroupStartFailed", "supervise"]
 
@@ -178,16 +177,7 @@ class _Group:
             await catalog.open()  # migrates the schema before any member opens it
             try:
                 report = ReconcileReport(stale_spool_files=stale, unclean_stop=marker.check_since is not None)
-                if marker.check_since is not None and store.names_may_outlive_bytes:
-                    log.warning("the last run did not stop cleanly: hashing blobs it may not have synced")
-                    await reconcile(
-                        store,
-                        catalog,
-                        report,
-                        quarantine_dir=settings.data_dir / QUARANTINE_DIRNAME,
-                        changed_since=marker.check_since,
-                    )
-                    await loop.run_in_executor(None, marker.checked)
+                await check_after_unclean_stop(store, catalog, marker, report, settings.data_dir)
                 await self._interrupt_jobs(catalog)
                 await loop.run_in_executor(None, reset_group_dir, settings.data_dir)
                 await loop.run_in_executor(None, write_reconcile_report, settings.data_dir, report)

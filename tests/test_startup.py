@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import rhinobox.app as app_module
+import rhinobox.reconcile as reconcile_module
 from rhinobox import __version__, runmarker
 from rhinobox.app import create_app
 from rhinobox.blobs import fsops
@@ -223,7 +223,7 @@ async def test_a_start_whose_check_fails_keeps_the_run_marker(
     async def failing(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(app_module, "reconcile", failing)
+    monkeypatch.setattr(reconcile_module, "reconcile", failing)
     with pytest.raises(OSError, match="Input/output"):
         await aiohttp_client(create_app(make_settings(data_dir)))
     assert marker.exists(), "the next start would skip the check"
