@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import random
 import select
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def mixed_folder(root: Path, seed: int) -> list[Path]:
     for index, kind in enumerate(kinds):
         name, data = make_sample(kind, seed * 100 + index)
         ((top if index % 2 else sub) / name).write_bytes(data)
-    (top / "large.bin").write_bytes(os.urandom(1024 * 1024))
+    # Seeded, so the 1 MiB of noise never starts with bytes libmagic recognises (such as "MZ").
+    (top / "large.bin").write_bytes(random.Random(seed).randbytes(1024 * 1024))
     return sorted(p for p in top.iterdir() if p.is_file()) + sorted(sub.iterdir())
 
 
