@@ -7,9 +7,13 @@ and for each, files per second, request latency p50/p99, and the server's CPU se
 supervisor and every serving process, user + system, from /proc). The client (this process) can be
 pinned to some CPUs and the server to others (`--client-cpus`, `--server-cpus`, via sched_setaffinity
 and taskset), so the client's cost is kept off the cores the server is measured on where there are
-cores to spare. Prints figures; never fails on speed.
+cores to spare. With a group's shared sync record (rhinobox.blobs.shared_sync), also the syncfs calls
+per 1,000 files and the share of sync turns another process's sync covered. `--fsync` takes several
+modes and `--trees` several checkouts (a `git worktree` of the baseline, say), all measured
+alternately in one run. Prints figures; never fails on speed.
 
     .venv/bin/python -m benchmarks.processes --counts 1,2
+    .venv/bin/python -m benchmarks.processes --fsync always,never --trees before=/tmp/base,after=.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from typing import Final
 import aiohttp
 
 from benchmarks.httpload import LoadResult, closed_loop
-from benchmarks.procs import ServerProcess, rhinobox_server
+from benchmarks.procs import REPO_ROOT, ServerProcess, rhinobox_server
 from benchmarks.workload import multipart_body, small_files
+from rhinobox.blobs.shared_sync import GROUP_DIRNAME, SYNC_RECORD_FILENAME, SyncCounts, read_sync_counts
 
 FILE_SIZE: Final = 4096
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
@@ -38,6 +43,8 @@ _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True, slots=True)
 class Figure:
+    tree: str
+    fsync: str
     scenario: str
     processes: int
     files: int
@@ -48,6 +55,7 @@ class Figure:
     lock_wait_s: float
     stored: int
     failed: int
+    syncs: SyncCounts | None  # during this scenario, where the server keeps a group sync record
 
     @property
     def files_per_s(self) -> float:
@@ -91,20 +99,41 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
 
 
-async def measure(
-    scenario: str, server: ServerProcess, processes: int, bodies: list[bytes], files: int, connections: int
-) -> Figure:
+def sync_counts(data_dir: Path) -> SyncCounts | None:
+    """The group's syncfs calls and covered turns so far, if its server keeps the record."""
+    group = data_dir / GROUP_DIRNAME
+    return read_sync_counts(group) if (group / SYNC_RECORD_FILENAME).exists() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One server under measure: which checkout it runs, its fsync mode and process count."""
+
+    tree: str
+    fsync: str
+    processes: int
+    server: ServerProcess
+    data_dir: Path
+
+
+async def measure(run: Run, scenario: str, bodies: list[bytes], files: int, connections: int) -> Figure:
+    server = run.server
     pids = group_pids(server.pid)
     waited = await lock_wait_seconds(server.url)
+    syncs = sync_counts(run.data_dir)
     before = cpu_seconds(pids)
     result: LoadResult = await closed_loop(server.url + "/ingest", bodies, connections)
     cpu = cpu_seconds(pids) - before
     waited = await lock_wait_seconds(server.url) - waited
+    after = sync_counts(run.data_dir)
     if result.errors:
         print(f"  {scenario}: {len(result.errors)} error(s), first: {result.errors[0]}")
+    delta = None if syncs is None or after is None else SyncCounts(after.calls - syncs.calls, after.skips - syncs.skips)
     return Figure(
+        run.tree,
+        run.fsync,
         scenario,
-        processes,
+        run.processes,
         files,
         result.seconds,
         1000 * _percentile(result.latencies, 0.5),
@@ -113,71 +142,107 @@ async def measure(
         waited,
         result.stored,
         result.failed,
+        delta,
     )
 
 
-async def run_count(args: argparse.Namespace, processes: int, workdir: Path, seed: int) -> list[Figure]:
+def server_for(args: argparse.Namespace, tree: Path, data_dir: Path, env: dict[str, str]) -> ServerProcess:
+    """`rhinobox serve` from checkout `tree`: its modules first on the path, never this directory's."""
+    server = rhinobox_server(data_dir, **env)
+    if tree.resolve() != REPO_ROOT:
+        # PYTHONSAFEPATH: `-m` would put the working directory (this checkout) first; members inherit it.
+        server.env = {**server.env, "PYTHONPATH": os.fspath(tree.resolve()), "PYTHONSAFEPATH": "1"}
+    if args.server_cpus:
+        server.argv = ["taskset", "-c", args.server_cpus, *server.argv]
+    return server
+
+
+async def run_count(
+    args: argparse.Namespace, tree: tuple[str, Path], fsync: str, processes: int, workdir: Path, seed: int
+) -> list[Figure]:
     rng = random.Random(seed)
     singles = [multipart_body([f]) for f in small_files(rng, args.single_requests, FILE_SIZE)]
     batches = [multipart_body(small_files(rng, args.batch_files, FILE_SIZE)) for _ in range(args.batch_requests)]
-    data_dir = workdir / f"n{processes}-{seed}"
-    env = {"RHINOBOX_PROCESSES": str(processes), "RHINOBOX_FSYNC": args.fsync}
-    server = rhinobox_server(data_dir, **env)
-    if args.server_cpus:
-        server.argv = ["taskset", "-c", args.server_cpus, *server.argv]
+    data_dir = workdir / f"{tree[0]}-{fsync}-n{processes}-{seed}"
+    env = {"RHINOBOX_PROCESSES": str(processes), "RHINOBOX_FSYNC": fsync}
+    server = server_for(args, tree[1], data_dir, env)
+    run = Run(tree[0], fsync, processes, server, data_dir)
     figures = []
     with server:
         warm = [multipart_body([f]) for f in small_files(rng, 200, FILE_SIZE)]
         await closed_loop(server.url + "/ingest", warm, args.connections)
-        figures.append(await measure("single", server, processes, singles, len(singles), args.connections))
+        figures.append(await measure(run, "single", singles, len(singles), args.connections))
         files = args.batch_files * args.batch_requests
-        figures.append(await measure("batch", server, processes, batches, files, args.batch_connections))
+        figures.append(await measure(run, "batch", batches, files, args.batch_connections))
     shutil.rmtree(data_dir, ignore_errors=True)
     return figures
 
 
+def _sync_cells(f: Figure) -> str:
+    if f.syncs is None:
+        return "- | -"
+    turns = f.syncs.calls + f.syncs.skips
+    return f"{1000 * f.syncs.calls / max(f.files, 1):.1f} | {100 * f.syncs.skips / max(turns, 1):.0f}%"
+
+
 def render(figures: Sequence[Figure]) -> str:
     lines = [
-        "| scenario | processes | files/s | p50 ms | p99 ms | server CPU ms/file | write-lock wait ms/file |"
-        " stored | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| tree | fsync | scenario | processes | files/s | p50 ms | p99 ms | server CPU ms/file |"
+        " write-lock wait ms/file | syncfs per 1k files | turns covered | stored | failed |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for f in figures:
         lines.append(
-            f"| {f.scenario} | {f.processes} | {f.files_per_s:.0f} | {f.p50_ms:.1f} | {f.p99_ms:.1f} |"
-            f" {f.cpu_ms_per_file:.2f} | {1000 * f.lock_wait_s / max(f.files, 1):.3f} | {f.stored} | {f.failed} |"
+            f"| {f.tree} | {f.fsync} | {f.scenario} | {f.processes} | {f.files_per_s:.0f} | {f.p50_ms:.1f} |"
+            f" {f.p99_ms:.1f} | {f.cpu_ms_per_file:.2f} | {1000 * f.lock_wait_s / max(f.files, 1):.3f} |"
+            f" {_sync_cells(f)} | {f.stored} | {f.failed} |"
         )
     return "\n".join(lines)
 
 
 def medians(figures: Sequence[Figure]) -> list[Figure]:
-    """Per (scenario, processes): the run with the median throughput."""
-    keyed: dict[tuple[str, int], list[Figure]] = {}
+    """Per (tree, fsync, scenario, processes): the run with the median server CPU per file."""
+    keyed: dict[tuple[str, str, str, int], list[Figure]] = {}
     for figure in figures:
-        keyed.setdefault((figure.scenario, figure.processes), []).append(figure)
+        keyed.setdefault((figure.tree, figure.fsync, figure.scenario, figure.processes), []).append(figure)
     chosen = []
     for runs in keyed.values():
-        middle = statistics.median_low([f.files_per_s for f in runs])
-        chosen.append(next(f for f in runs if f.files_per_s == middle))
-    return sorted(chosen, key=lambda f: (f.scenario != "single", f.scenario, f.processes))
+        middle = statistics.median_low([f.cpu_ms_per_file for f in runs])
+        chosen.append(next(f for f in runs if f.cpu_ms_per_file == middle))
+    return sorted(chosen, key=lambda f: (f.fsync, f.scenario != "single", f.scenario, f.processes, f.tree))
+
+
+def parse_trees(spec: str) -> list[tuple[str, Path]]:
+    """`label=dir,...` (or one bare dir); default: this checkout."""
+    if not spec:
+        return [("this", REPO_ROOT)]
+    trees = []
+    for item in spec.split(","):
+        label, _, directory = item.rpartition("=")
+        trees.append((label or directory, Path(directory)))
+    return trees
 
 
 async def main_async(args: argparse.Namespace) -> None:
     counts = [int(c) for c in args.counts.split(",")]
+    trees = parse_trees(args.trees)
+    modes = args.fsync.split(",")
     if args.client_cpus:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
     workdir = Path(tempfile.mkdtemp(prefix="rhinobox-processes-", dir=args.workdir))
     figures: list[Figure] = []
     try:
         for repeat in range(args.repeat):
-            for processes in counts:  # alternating, so a change in the machine's load hits every N alike
-                run = await run_count(args, processes, workdir, args.seed + repeat)
-                figures += run
-                print(render(run).splitlines()[-2])
-                print(render(run).splitlines()[-1])
+            # Alternating, so a change in the machine's load hits every tree, mode and N alike.
+            for fsync in modes:
+                for processes in counts:
+                    for tree in trees:
+                        run = await run_count(args, tree, fsync, processes, workdir, args.seed + repeat)
+                        figures += run
+                        print("\n".join(render(run).splitlines()[2:]), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nmedian of {args.repeat} run(s) per row; cores usable here: {len(os.sched_getaffinity(0))}")
+    print(f"\nmedian CPU/file of {args.repeat} run(s) per row; cores usable here: {len(os.sched_getaffinity(0))}")
     print(render(medians(figures)))
 
 
@@ -186,7 +251,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--counts", default="1,2", help="serving process counts to measure, comma-separated")
     p.add_argument("--repeat", type=int, default=1, help="runs per count (alternating); the median is reported")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--fsync", default="always")
+    p.add_argument("--fsync", default="always", help="fsync modes to measure, comma-separated (always,never)")
+    p.add_argument("--trees", default="", help="checkouts to run the server from: label=dir,... (default: this one)")
     p.add_argument("--connections", type=int, default=32, help="single: concurrent connections")
     p.add_argument("--single-requests", type=int, default=2000)
     p.add_argument("--batch-files", type=int, default=1000)

@@ -103,6 +103,7 @@ def rhinobox_server(data_dir: Path, **env: str) -> ServerProcess:
         "RHINOBOX_DATA_DIR": str(data_dir),
         "RHINOBOX_ADDR": "127.0.0.1:0",
         "RHINOBOX_LOG_LEVEL": "warning",
+        "RHINOBOX_PROCESSES": "1",  # server CPU is read from one pid; benchmarks/processes.py sets more
         **env,
     }
     label = "rhinobox " + " ".join(f"{k}={v}" for k, v in env.items())

@@ -3,6 +3,8 @@
 - `reconcile.json`: the start-up reconciliation's report, which the supervisor runs once and every
   process shows in `/healthz` (`SharedReconcileReport` reads it when asked);
 - `metrics/`: prometheus-client's multiprocess files, so `/metrics` on any process reports the whole server;
+- `blob-sync`: the serving processes' turns at the filesystem sync, one covering them all
+  (rhinobox.blobs.shared_sync), created here so that a later single server never takes an old one;
 - the run marker's time (rhinobox.runmarker), moved up by whichever process completed a sync
   (`MarkerClock`): a filesystem sync covers every process's renames before it began.
 """
@@ -17,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Final
 
+from rhinobox.blobs.shared_sync import GROUP_DIRNAME, create_sync_record
 from rhinobox.reconcile import ReconcileReport
 from rhinobox.runmarker import ADVANCE_SECONDS, RUN_MARKER_FILENAME
 
@@ -32,7 +35,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GROUP_DIRNAME: Final = "group"
 RECONCILE_FILENAME: Final = "reconcile.json"
 METRICS_DIRNAME: Final = "metrics"
 
@@ -51,6 +53,7 @@ def reset_group_dir(data_dir: Path) -> None:
     base = group_dir(data_dir)
     shutil.rmtree(base, ignore_errors=True)
     metrics_dir(data_dir).mkdir(parents=True)
+    create_sync_record(base)
 
 
 def write_reconcile_report(data_dir: Path, report: ReconcileReport) -> None:

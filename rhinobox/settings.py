@@ -87,6 +87,10 @@ def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _parse_switch(raw: str) -> bool:
+    return _parse_choice(("on", "off"))(raw) == "on"
+
+
 def _parse_fsync(raw: str) -> FsyncMode:
     return FsyncMode(_parse_choice(tuple(m.value for m in FsyncMode))(raw))
 
@@ -211,13 +215,20 @@ class Settings:
         "", "Worker threads for batch ingest (default: cores x 2).", _parse_workers, shown_default="cores x 2"
     )
     processes: int = _setting(
-        "1",
-        "Serving processes sharing the port and the data directory (1: a single process; empty: one per usable core).",
+        "",
+        "Serving processes sharing the port and the data directory (empty: one per usable core; 1: a single process).",
         _parse_processes,
+        shown_default="one per usable core",
     )
     queue_size: int = _setting("10000", "Files that may wait for a worker before ingest answers 503.", _parse_int(1))
     fsync: FsyncMode = _setting(
         "always", "Durability: `always` (answer after bytes are on disk) or `never`.", _parse_fsync
+    )
+    magic_prefilter: bool = _setting(
+        "on",
+        "Run only the libmagic soft-magic tests that can match an upload (same types, less CPU); "
+        "`off`: all of them, as `file` does.",
+        _parse_switch,
     )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.", _parse_choice(LOG_LEVELS))
     min_free_mb: int = _setting("256", "Ingest answers 507 below this much free disk (MiB).", _parse_int(0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import socket
@@ -14,9 +15,12 @@ from typing import Any, Final
 
 import aiohttp
 import blake3
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+import rhinobox.blobs.local as local_module
+from rhinobox.blobs import fsops
 from rhinobox.ingest.buffers import Arena
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.settings import Settings
@@ -293,3 +297,17 @@ def spool_files(data_dir: Path) -> list[Path]:
     """Spool files left in the data dir (there should be none between requests)."""
     spool = data_dir / "tmp"
     return sorted(spool.iterdir()) if spool.exists() else []
+
+
+def first_sync_fails(monkeypatch: pytest.MonkeyPatch) -> list[OSError]:
+    """Local stores' next filesystem sync reports an I/O error, later ones succeed; returns the pending failures."""
+    failures = [OSError(errno.EIO, "Input/output error")]
+    sync = fsops.sync_filesystem
+
+    def failing_once(fd: int) -> None:
+        if failures:
+            raise failures.pop()
+        sync(fd)
+
+    monkeypatch.setattr(local_module, "sync_filesystem", failing_once)
+    return failures

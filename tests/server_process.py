@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
@@ -35,7 +35,15 @@ CLI_TIMEOUT: Final = 60.0
 
 def server_env(data_dir: Path, **env: str) -> dict[str, str]:
     """The caller's environment for `rhinobox serve` on `data_dir` at a free loopback port, plus `env`."""
-    return {**os.environ, "RHINOBOX_DATA_DIR": str(data_dir), "RHINOBOX_ADDR": "127.0.0.1:0", **env}
+    # One serving process unless a test asks for more: most tests look at one process's behaviour;
+    # tests/test_processes*.py start groups, the default (one per core) among them.
+    return {
+        **os.environ,
+        "RHINOBOX_PROCESSES": "1",
+        "RHINOBOX_DATA_DIR": str(data_dir),
+        "RHINOBOX_ADDR": "127.0.0.1:0",
+        **env,
+    }
 
 
 def run_cli(
@@ -62,10 +70,14 @@ def run_cli(
 
 
 class RhinoBoxProcess:
-    """A server process; `url` is known once it has printed its banner. Use as a context manager."""
+    """A server process; `url` is known once it has printed its banner. Use as a context manager.
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    `wrapper` goes before the command (`fiu-run -x`, say); it must exec the server, keeping its pid.
+    """
+
+    def __init__(self, data_dir: Path, *, wrapper: Sequence[str] = (), **env: str) -> None:
         self.data_dir = data_dir
+        self.wrapper = tuple(wrapper)
         self.env = server_env(data_dir, **env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -75,7 +87,10 @@ class RhinoBoxProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rhinobox", "serve"], env=self.env, stdout=subprocess.PIPE, stderr=log
+            [*self.wrapper, sys.executable, "-m", "rhinobox", "serve"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=log,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import threading
 import time
@@ -22,7 +21,7 @@ from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.http.keys import CATALOG, PIPELINE, STORE
 from rhinobox.ingest.pins import HashPins
 from rhinobox.runmarker import RUN_MARKER_FILENAME
-from tests.helpers import AiohttpClient, Client, assert_error, blake3_hex, form, make_settings
+from tests.helpers import AiohttpClient, Client, assert_error, blake3_hex, first_sync_fails, form, make_settings
 from tests.samples import make_sample
 
 
@@ -270,25 +269,11 @@ def test_a_sync_that_began_before_the_rename_does_not_count_for_it(
     assert not store.needs_flush(blake3_hex(content))
 
 
-def _first_sync_fails(monkeypatch: pytest.MonkeyPatch) -> list[OSError]:
-    """The store's next sync reports an I/O error, later ones succeed; returns the pending failures."""
-    failures = [OSError(errno.EIO, "Input/output error")]
-    sync = fsops.sync_filesystem
-
-    def failing_once(fd: int) -> None:
-        if failures:
-            raise failures.pop()
-        sync(fd)
-
-    monkeypatch.setattr(local_module, "sync_filesystem", failing_once)
-    return failures
-
-
 async def test_after_a_failed_sync_no_flush_is_trusted_again(
     durable_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failed write-back is reported once; a retried sync would say "done" for bytes that never landed."""
-    failures = _first_sync_fails(monkeypatch)
+    failures = first_sync_fails(monkeypatch)
     content = b"written back with an error"
     assert durable_store.commit(_spooled(durable_store, "a", content), blake3_hex(content)) is True
     with pytest.raises(OSError, match="Input/output"):
@@ -303,7 +288,7 @@ async def test_a_server_whose_sync_failed_refuses_durable_answers_and_says_so(
     aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(data_dir)))
-    failures = _first_sync_fails(monkeypatch)
+    failures = first_sync_fails(monkeypatch)
     for seed in (1, 2):  # the second sync would succeed: it is not trusted
         response = await client.post("/ingest", data=form([make_sample("png", seed)]))
         await assert_error(response, 500, "storage_error")

@@ -20,6 +20,7 @@ import aiohttp
 
 from rhinobox.ingest.rules_store import FileRulesStore
 from rhinobox.runmarker import RUN_MARKER_FILENAME
+from rhinobox.settings import usable_cores
 from tests.helpers import blake3_hex, form, png, read_events, spool_files, wait_until
 from tests.server_process import RhinoBoxProcess, blob_problems, catalog_rows, run_cli
 
@@ -370,3 +371,15 @@ def test_every_save_of_the_rules_file_is_a_new_version(tmp_path: Path) -> None:
     assert saved is not None
     assert saved.version == versions[-1]
     assert saved.document == {"default": "misc/v19"}
+
+
+async def test_by_default_every_usable_core_gets_a_serving_process(tmp_path: Path) -> None:
+    cores = usable_cores()
+    with RhinoBoxProcess(tmp_path / "data", RHINOBOX_PROCESSES="") as server:  # empty: the default
+        # One core: a single process, no supervisor (so no children).
+        assert await wait_until(lambda: len(members(server)) == (cores if cores > 1 else 0), WAIT_S)
+        files = [(f"p{i}.png", png(seed=900 + i)) for i in range(6)]
+        async with aiohttp.ClientSession() as session:
+            results = await ingest(session, server.url, files)
+        assert [r["status"] for r in results] == ["stored"] * len(files)
+    store_is_consistent(tmp_path / "data")

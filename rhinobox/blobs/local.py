@@ -21,7 +21,8 @@ from rhinobox.blobs.digest import is_digest
 from rhinobox.blobs.durability import GroupSyncer
 from rhinobox.blobs.fsops import rename_noreplace, sync_filesystem
 from rhinobox.blobs.layout import BLOBS_DIRNAME, FANOUT_HEX_CHARS, SPOOL_DIRNAME, blob_name
-from rhinobox.errors import BlobNotFound
+from rhinobox.blobs.shared_sync import GROUP_DIRNAME, SharedSync
+from rhinobox.errors import BlobNotFound, storage_failure
 
 __all__ = ["LocalBlobStore"]
 
@@ -37,6 +38,8 @@ class LocalBlobStore:
 
     def __init__(self, data_dir: Path, *, durable: bool) -> None:
         self.root = data_dir / BLOBS_DIRNAME
+        # A serving process of a group finds its group's sync record here (rhinobox.group_state).
+        self._group_dir = data_dir / GROUP_DIRNAME
         self._root_str = os.fspath(self.root)
         self._spool_dir = data_dir / SPOOL_DIRNAME
         self._durable = durable
@@ -54,6 +57,12 @@ class LocalBlobStore:
         # through `sync_covering`): a write-back error is reported to one sync only, and every sync
         # after it must see `sync_failure` before it could trust a clean return.
         self._sync_lock = threading.Lock()
+        # In a group: syncs are taken in turns with the other processes, and one covers them all. Then
+        # `_named_at` (after the latest rename) and `_flush_wanted` (the latest flush call) say which
+        # syncs, begun by any process, are late enough to count (monotonic ns).
+        self._shared: SharedSync | None = None
+        self._named_at = 0
+        self._flush_wanted = 0
         self.sync_failure: OSError | None = None
         self.syncs = 0  # completed, whichever thread asked
         self._on_durable: Callable[[float], None] | None = None
@@ -69,7 +78,11 @@ class LocalBlobStore:
         for prefix in range(16**FANOUT_HEX_CHARS):
             (self.root / f"{prefix:0{FANOUT_HEX_CHARS}x}").mkdir(exist_ok=True)
         self._dirfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        self._syncer = GroupSyncer(self.sync)
+        if self._durable:
+            self._shared = SharedSync.attach(self._group_dir)
+            if self._shared is not None:
+                self._shared.register()
+        self._syncer = GroupSyncer(self.sync if self._shared is None else self._sync_for_flushes)
 
     def close(self) -> None:
         if self._syncer is not None:
@@ -79,6 +92,9 @@ class LocalBlobStore:
             if self._dirfd is not None:
                 os.close(self._dirfd)
                 self._dirfd = None
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
 
     def path_for(self, digest: str) -> Path:
         return self.root / blob_name(digest)
@@ -117,6 +133,8 @@ class LocalBlobStore:
                         del self._renaming[digest]
                     if named:
                         self._unsynced.add(digest)
+                        if self._shared is not None:
+                            self._named_at = time.monotonic_ns()
         if not created:
             _unlink_quietly(spool_path)
         return created
@@ -131,6 +149,8 @@ class LocalBlobStore:
         if self._durable and self._syncer is not None:
             if self.sync_failure is not None:
                 raise _again(self.sync_failure)
+            if self._shared is not None:
+                self._flush_wanted = time.monotonic_ns()  # read by the round that serves this barrier, or later
             await self._syncer.barrier()
 
     def on_durable(self, callback: Callable[[float], None]) -> None:
@@ -142,17 +162,31 @@ class LocalBlobStore:
         return self.sync if os.stat(path).st_dev == os.fstat(self._dirfd).st_dev else None
 
     def sync(self) -> None:
-        """Make every commit so far durable (blocking; from any thread, one sync at a time)."""
+        """Make every write so far durable (blocking; from any thread, one sync at a time)."""
+        self._sync(None)
+
+    def _sync_for_flushes(self) -> None:
+        """The group syncer's round: its flushes and renames all came before the latest of their stamps."""
+        self._sync(self._flush_wanted)
+
+    def _sync(self, wanted: int | None) -> None:
         with self._sync_lock:
             if self.sync_failure is not None:
                 raise _again(self.sync_failure)
-            if self._dirfd is None:
+            dirfd = self._dirfd
+            if dirfd is None:
                 raise OSError(errno.EBADF, "the blob store is closed")
             with self._lock:
                 self._syncing, self._unsynced = self._unsynced, set()
-            began = time.time()  # every rename the kernel finished before this is covered by this sync
+                named_at = self._named_at
             try:
-                sync_filesystem(self._dirfd)
+                if self._shared is None:
+                    began = time.time()  # every rename the kernel finished before this is covered by this sync
+                    sync_filesystem(dirfd)
+                else:
+                    # Every write to cover came before `want`: a sync any process began after it will do.
+                    want = time.monotonic_ns() if wanted is None else max(wanted, named_at)
+                    began = self._shared.run(want, lambda: sync_filesystem(dirfd))
             except OSError as exc:
                 # Once a sync has reported a write-back error, the kernel marks those pages clean and
                 # a second sync says nothing: retrying would trust bytes that never reached the disk.
@@ -171,6 +205,8 @@ class LocalBlobStore:
             os.unlink(self.path_for(digest))
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise storage_failure(exc, "delete the blob") from exc
         return True
 
     def size(self, digest: str) -> int | None:

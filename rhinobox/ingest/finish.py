@@ -12,6 +12,7 @@ from functools import partial
 
 from rhinobox.errors import StorageError
 from rhinobox.ingest.commit import RequestCommit, record_files
+from rhinobox.ingest.delete import remove_unrecorded
 from rhinobox.ingest.digests import digest_mismatch
 from rhinobox.ingest.documents import DocumentScan
 from rhinobox.ingest.entry import FileEntry
@@ -29,6 +30,7 @@ async def finish_spooled(
 ) -> None:
     """Store `entry` (digest, size and spool_path set; `scan`: what was seen of its bytes); raises its error."""
     assert entry.digest is not None
+    recorded = False
     try:
         if entry.expected_digest is not None and entry.expected_digest != entry.digest:
             raise digest_mismatch(entry)
@@ -46,6 +48,7 @@ async def finish_spooled(
         if entry.error is not None:
             raise entry.error
         await record_files(resources, [entry], meta)
+        recorded = True
     finally:
         if entry.spool_path is not None:
             remove_spool_file(entry.spool_path)
@@ -53,6 +56,8 @@ async def finish_spooled(
         if entry.pinned:
             resources.pins.unpin(entry.digest)
             entry.pinned = False
+        if not recorded:
+            await remove_unrecorded(resources, [entry])
 
 
 async def _blocking(resources: IngestResources, call: Callable[[], None]) -> None:

@@ -43,7 +43,8 @@ class IngestPipeline:
         sniffer: MimeSniffer | None = None,
     ) -> None:
         pool = WorkerPool(settings.workers, settings.queue_size)
-        stages = StageContext(store, sniffer if sniffer is not None else MimeSniffer(), categorizer)
+        sniffer = sniffer if sniffer is not None else MimeSniffer(settings.magic_prefilter)
+        stages = StageContext(store, sniffer, categorizer)
         self.resources = IngestResources(
             store=store,
             catalog=catalog,

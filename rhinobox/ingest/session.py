@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from rhinobox.errors import NoFiles
 from rhinobox.ingest.commit import RequestCommit, record_files
+from rhinobox.ingest.delete import remove_unrecorded
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.ingest.known import type_known_content
 from rhinobox.ingest.receive import MultipartReceiver
@@ -65,6 +66,7 @@ class IngestSession:
         called with each file once its result is final (async jobs report live progress this way).
         """
         entries, meta = self._receiver.entries, self.meta
+        recorded = False
         try:
             await self._receiver.finish_preparing()
             await type_known_content(self._res, entries)
@@ -77,9 +79,12 @@ class IngestSession:
                 if progress is not None:
                     for entry in chunk:
                         progress(entry)
+            recorded = True
             return IngestReport(entries, meta)
         finally:
             await self._cleanup()
+            if not recorded:
+                await remove_unrecorded(self._res, entries)
 
     async def _cleanup(self) -> None:
         """Release everything this request holds, whatever state it stopped in."""

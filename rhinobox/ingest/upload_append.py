@@ -105,7 +105,10 @@ class PartAppender:
     def sync(self) -> None:
         """Make the bytes written so far durable (RHINOBOX_FSYNC=always: an acknowledged byte survives)."""
         if self._fd is not None:
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise storage_failure(exc, "sync the partial upload") from exc
 
     def abort(self) -> None:
         """Close; what was written stays (an interrupted chunk keeps its bytes, as tus asks)."""

@@ -17,7 +17,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Final
 
-from rhinobox.errors import UploadLocked
+from rhinobox.errors import UploadLocked, storage_failure
 
 __all__ = ["TAKEOVER_SECONDS", "UploadHold", "UploadHolds"]
 
@@ -89,6 +89,8 @@ def _lock_file(path: str) -> int | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise storage_failure(exc, "open the partial upload") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from rhinobox.blobs.fsops import fsync_dir
-from rhinobox.errors import StorageError, storage_failure
+from rhinobox.errors import RhinoBoxError, StorageError, storage_failure
 
 __all__ = [
     "UPLOADS_DIRNAME",
@@ -109,7 +109,8 @@ class UploadDirectory:
                 self.create_part(record.id)
             self.save(record)
         except OSError as exc:
-            self.remove(record.id)
+            with contextlib.suppress(RhinoBoxError):  # a partial file left here goes with the sweep
+                self.remove(record.id)
             raise storage_failure(exc, "create the upload") from exc
 
     def create_part(self, upload_id: str) -> None:
@@ -166,8 +167,12 @@ class UploadDirectory:
     def remove(self, upload_id: str) -> None:
         """Remove the partial file, then the record (idempotent)."""
         for path in (self.part_path(upload_id), self.record_path(upload_id)):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise storage_failure(exc, "remove the upload") from exc
 
     def remove_part(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

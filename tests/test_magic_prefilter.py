@@ -1,0 +1,119 @@
+"""The soft-magic prefilter changes no answer (issue 19): libmagic on the candidate tests alone
+answers as libmagic on the whole database, on real files, on noise and text, and on buffers made
+to satisfy each test the prefilter indexes. So the list of types it stops recognising is empty.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import magic
+import pytest
+
+from benchmarks.sniff_corpus import build_corpus
+from benchmarks.workload import small_files
+from rhinobox.ingest.magic_cookies import ReducedMagic, load_prefilter
+from rhinobox.ingest.magic_db import MagicDatabase
+from rhinobox.ingest.magic_literals import required_literals
+from rhinobox.ingest.magic_prefilter import MagicPrefilter
+from rhinobox.ingest.sniff import TEXT_WINDOW, MimeSniffer
+
+Loaded = tuple[MagicDatabase, MagicPrefilter]
+
+
+@pytest.fixture(scope="module")
+def loaded() -> Loaded:
+    result = load_prefilter()
+    assert result is not None, "the machine's magic.mgc could not be read (format 18 expected, file 5.40+)"
+    return result
+
+
+def _disagreements(buffers: list[bytes]) -> list[str]:
+    """Buffers on which the sniffer with the prefilter answers otherwise than without it."""
+    fast, whole = MimeSniffer(prefilter=True), MimeSniffer(prefilter=False)
+    found = []
+    for data in buffers:
+        got, want = fast.sniff_document(data), whole.sniff_document(data)
+        if got != want:
+            found.append(f"{data[:40]!r}: {got} instead of {want}")
+    return found
+
+
+def test_the_database_is_read_whole(loaded: Loaded) -> None:
+    database, prefilter = loaded
+    assert len(database.tests) > 3000  # Debian 12's file 5.44 has about 3,550 top-level tests
+    assert len(database.names) > 200
+    checked = len(set(prefilter.binary.indices) | set(prefilter.text.indices))
+    assert checked + len(prefilter.always) == len(database.tests)
+    assert len(prefilter.always) < 100  # nearly every test has a condition checked before libmagic runs
+
+
+def test_real_files_get_the_same_answer(tmp_path: Path) -> None:
+    buffers = []
+    for path in build_corpus(tmp_path):
+        data = path.read_bytes()
+        buffers += [data[:131072], data[:TEXT_WINDOW], data[:600], data[1:4097]]
+    assert len(buffers) > 2000
+    assert _disagreements(buffers) == []
+
+
+def test_noise_text_and_media_get_the_same_answer() -> None:
+    rng = random.Random(19)
+    buffers = [f for kind in ("binary", "text", "media") for f in small_files(rng, 400, 4096, kind)]
+    buffers += [rng.randbytes(rng.randrange(0, 300)) for _ in range(300)]
+    assert _disagreements(buffers) == []
+
+
+def test_buffers_made_to_pass_each_test_get_the_same_answer(loaded: Loaded) -> None:
+    """For every test with fixed bytes, a buffer holding them (in noise, in text): the filter must not drop it."""
+    database, _ = loaded
+    rng = random.Random(7)
+    buffers = []
+    for test in database.tests:
+        record = test.record
+        if record.type not in (5, 20) or record.offset < 0 or record.offset > 4096 or record.flag & 0x81:
+            continue
+        value = record.value[: record.vallen]
+        for filler in (rng.randbytes(4096), bytes(small_files(rng, 1, 4096, "text")[0])):
+            at = record.offset + (
+                rng.randrange(0, min(record.str_range, 64) + 1) if record.type == 20 and record.str_range else 0
+            )
+            buffers.append(filler[:at] + value + filler[at + len(value) :])
+    assert len(buffers) > 4000
+    assert _disagreements(buffers) == []
+
+
+def test_the_reduced_database_answers_as_the_whole_one_for_the_same_buffer(loaded: Loaded) -> None:
+    database, prefilter = loaded
+    reduced = ReducedMagic(database, flags=0x10)
+    png = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x0dIHDR" + bytes.fromhex("00000010000000100806000000") + bytes(20)
+    assert magic.from_buffer(png, mime=True) == "image/png"
+    candidates = prefilter.candidates(png, text=False)
+    assert len(candidates) < 200
+    assert reduced.answer(candidates, png) == "image/png"
+    assert reduced.answer(prefilter.always, png) != "image/png"  # the PNG test is not among the "always" ones
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literals"),
+    [
+        (rb"^export (function|class|default|const|var|let|async) ", {b"export "}),
+        (rb"^[[:space:]]*(class|module)[[:space:]][A-Z]", {b"class", b"module"}),
+        (rb"\(;.*GM\[[0-9]{1,2}\]", {b"GM["}),
+        (rb"^(CFLAGS|VPATH|LDFLAGS|all:|\.PRECIOUS)", {b"CFLAGS", b"VPATH", b"LDFLAGS", b"all:", b".PRECIOUS"}),
+        (b"^[!-?A-~]{1,255}(\t[^\t]+){11}", {b"\t"}),  # the tab as magic.mgc holds it
+        (rb"ab?c", {b"a"}),
+        (rb"(ab)*cd", {b"cd"}),
+        (rb"x\<word", {b"word"}),
+        (rb"a|b", {b"a", b"b"}),
+        (rb"(a|)b", {b"b"}),
+    ],
+)
+def test_required_literals(pattern: bytes, literals: set[bytes]) -> None:
+    assert required_literals(pattern) == frozenset(literals)
+
+
+@pytest.mark.parametrize("pattern", [rb"(a|)", rb".*", rb"[abc]+", rb"x{,3}", rb"(unclosed", rb"^$"])
+def test_no_literal_is_named_when_none_is_required(pattern: bytes) -> None:
+    assert required_literals(pattern) is None
