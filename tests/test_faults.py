@@ -40,9 +40,6 @@ from tests.server_process import RhinoBoxProcess, blob_problems, catalog_rows, r
 
 FIU_RUN: Final = shutil.which("fiu-run")
 FIU_CTRL: Final = shutil.which("fiu-ctrl")
-needs_libfiu = pytest.mark.skipif(
-    FIU_RUN is None or FIU_CTRL is None, reason="libfiu's fiu-run/fiu-ctrl missing (Debian fiu-utils)"
-)
 
 # libfiu's names for the calls the write path makes (fiu-utils' function_list). `unlink` gets rounds
 # of its own: a spool file whose removal failed can only go at the next start.
@@ -388,8 +385,10 @@ async def run_under_faults(tmp_path: Path, rng: random.Random) -> Outcome:
     return Outcome(tally, left_by_unlink, unreadable, exit_status, server_errors_logged(server.log_path), findings)
 
 
-@needs_libfiu
 async def test_storage_faults_answer_json_and_leave_the_store_whole(tmp_path: Path) -> None:
+    installed = "the test command installs fiu-utils (scripts/test-packages.txt)"
+    assert FIU_RUN is not None, installed
+    assert FIU_CTRL is not None, installed
     outcome = await run_under_faults(tmp_path, random.Random(SEED))
     tally = outcome.tally
     print("\n" + outcome.figures())
