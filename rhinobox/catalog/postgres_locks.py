@@ -29,7 +29,7 @@ from typing import Any, Final
 import asyncpg
 
 from rhinobox.catalog.postgres_errors import postgres_errors
-from rhinobox.ingest.pins import HashPins
+from rhinobox.ingest.shared_pins import SharedPins
 
 __all__ = ["AdvisoryHashLocks"]
 
@@ -83,7 +83,7 @@ class _Batch:
     futures: dict[_Op, list[asyncio.Future[bool] | None]] = field(default_factory=lambda: defaultdict(list))
 
 
-class AdvisoryHashLocks:
+class AdvisoryHashLocks(SharedPins):
     """The `HashPins` interface, arbitrated across every node sharing one PostgreSQL database."""
 
     def __init__(self, dsn: str) -> None:
@@ -91,7 +91,7 @@ class AdvisoryHashLocks:
         self._conn: asyncpg.Connection | None = None
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._local = HashPins()
+        super().__init__()
         self._shared: dict[str, _SharedHold] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.queries = 0
@@ -113,27 +113,6 @@ class AdvisoryHashLocks:
             self._conn = None
 
     # -- upload pins ------------------------------------------------------------------------
-
-    async def pin(self, digest: str) -> None:
-        """Take a shared pin; waits only while a delete of this digest runs (on any node)."""
-        await self._local.pin(digest)
-        try:
-            await self._hold_shared(digest)
-        except BaseException:
-            self._local.unpin(digest)
-            raise
-
-    def unpin(self, digest: str) -> None:
-        self._drop_shared(digest)
-        self._local.unpin(digest)
-
-    def unpin_all(self, digests: Iterable[str]) -> None:
-        for digest in digests:
-            self.unpin(digest)
-
-    def pinned(self, digest: str) -> int:
-        """Pins held in this process (other nodes' pins are only visible to PostgreSQL)."""
-        return self._local.pinned(digest)
 
     async def _hold_shared(self, digest: str) -> None:
         hold = self._shared.get(digest)

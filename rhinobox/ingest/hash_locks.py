@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from rhinobox.ingest.pins import HashPins
+from rhinobox.ingest.shared_pins import SharedPins
 
 __all__ = ["HASH_LOCKS_FILENAME", "FileHashLocks", "lock_offset"]
 
@@ -55,13 +55,13 @@ class _SharedHold:
     count: int = 0
 
 
-class FileHashLocks:
+class FileHashLocks(SharedPins):
     """The `HashPins` interface, arbitrated across every process that opens the same lock file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
-        self._local = HashPins()
+        super().__init__()
         self._shared: dict[str, _SharedHold] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.retries = 0  # tries refused because another process held the byte
@@ -83,27 +83,6 @@ class FileHashLocks:
             self._fd = None
 
     # -- upload pins ------------------------------------------------------------------------
-
-    async def pin(self, digest: str) -> None:
-        """Take a shared pin; waits only while a delete of this digest runs (in any process)."""
-        await self._local.pin(digest)
-        try:
-            await self._hold_shared(digest)
-        except BaseException:
-            self._local.unpin(digest)
-            raise
-
-    def unpin(self, digest: str) -> None:
-        self._drop_shared(digest)
-        self._local.unpin(digest)
-
-    def unpin_all(self, digests: Iterable[str]) -> None:
-        for digest in digests:
-            self.unpin(digest)
-
-    def pinned(self, digest: str) -> int:
-        """Pins held in this process (other processes' pins are only visible to the kernel)."""
-        return self._local.pinned(digest)
 
     async def _hold_shared(self, digest: str) -> None:
         hold = self._shared.get(digest)
