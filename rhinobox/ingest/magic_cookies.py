@@ -23,7 +23,10 @@ from rhinobox.ingest.magic_prefilter import MagicPrefilter
 
 __all__ = ["LibmagicHandle", "ReducedMagic", "load_prefilter"]
 
-_CACHE_SIZE: Final = 48  # handles per thread; each holds its database (about 250 KiB)
+_CACHE_SIZE: Final = 16  # handles per thread; each holds its database (about 250 KiB)
+# A cached handle whose tests are a superset of a buffer's candidates, with at most this many more,
+# answers for it: the extra tests cannot match that buffer. Building a handle costs about 0.7 ms.
+_SUPERSET_SLACK: Final = 96
 
 
 def _library(kind: type[ctypes.CDLL]) -> ctypes.CDLL:
@@ -133,6 +136,7 @@ class ReducedMagic:
         self._database = database
         self._flags = flags
         self._handles: OrderedDict[tuple[int, ...], LibmagicHandle] = OrderedDict()
+        self._tests: dict[tuple[int, ...], frozenset[int]] = {}  # each cached handle's tests
         self.built = 0  # handles built so far (a figure for tests and benchmarks)
 
     def answer(self, candidates: list[int], data: bytes) -> str | None:
@@ -140,14 +144,36 @@ class ReducedMagic:
         key = tuple(candidates)
         handle = self._handles.get(key)
         if handle is None:
-            handle = LibmagicHandle(self._flags, self._database.reduced(candidates))
+            key, handle = self._superset(candidates)
+        if handle is None:
+            key = self._widened(candidates)
+            handle = LibmagicHandle(self._flags, self._database.reduced(list(key)))
             self.built += 1
             self._handles[key] = handle
+            self._tests[key] = frozenset(key)
             if len(self._handles) > _CACHE_SIZE:
-                self._handles.popitem(last=False)[1].close()
+                evicted, old = self._handles.popitem(last=False)
+                del self._tests[evicted]
+                old.close()
         else:
             self._handles.move_to_end(key)
         return handle.answer(data)
+
+    def _widened(self, candidates: list[int]) -> tuple[int, ...]:
+        """The tests of a new handle: the candidates plus those of every cached handle, when few
+        more, so that one handle grows to cover the rare tests that come and go instead of many."""
+        wanted = frozenset(candidates)
+        merged = wanted.union(*self._tests.values())
+        return tuple(sorted(merged)) if len(merged) <= len(wanted) + _SUPERSET_SLACK else tuple(candidates)
+
+    def _superset(self, candidates: list[int]) -> tuple[tuple[int, ...], LibmagicHandle | None]:
+        """A cached handle with every candidate among its tests and few others, if there is one."""
+        wanted = frozenset(candidates)
+        limit = len(wanted) + _SUPERSET_SLACK
+        for key, tests in self._tests.items():
+            if len(tests) <= limit and wanted <= tests:
+                return key, self._handles[key]
+        return tuple(candidates), None
 
     def close(self) -> None:
         while self._handles:

@@ -4,7 +4,8 @@ libmagic tries every top-level test on every buffer (about 3,500 on Debian 12), 
 for binary content and over 1 ms for 4 KiB of text, and almost all of them fail at once. Here
 each test is reduced to a necessary condition: bytes at a fixed offset, or literals one of which
 must occur in a window; one RE2 set (a DFA over all of them, one pass) checks them together, a
-short Python loop the few it cannot express (masked numbers, far offsets, zero-padded ends).
+short Python loop the few it cannot express (far offsets, strings ending in zeros, which match
+past the buffer's end).
 Tests with no such condition (relations other than equality, indirect offsets, DER...) are
 always candidates. The conditions err one way only, towards "may match", so libmagic run on the
 candidates alone gives the answer it gives with the whole database.
@@ -12,6 +13,7 @@ candidates alone gives the answer it gives with the whole database.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,11 @@ _OPS_MASK: Final = 0x07
 _WHITESPACE: Final = b" \t\n\r\f\v"
 # Fixed bytes further in than this are checked in Python: a DFA skipping far ahead grows large.
 _SET_MAX_OFFSET: Final = 64
+# A pass with no more literals than this to find anywhere looks for them with `bytes.find` (memmem),
+# which beats one more RE2 pass over the whole buffer; more go into an RE2 set.
+_FIND_AT_MOST: Final = 16
+# Buffer lengths at which the Python-checked offsets have a ready itemgetter (the rest are read one by one).
+_READ_BOUNDS: Final = tuple(1 << shift for shift in range(4, 31))
 _ANCHOR: Final = rb"\A"
 # Number types: width and byte order ("<" little, ">" big); dates compare as the numbers they are.
 _NUMBERS: Final[dict[int, tuple[int, str]]] = {
@@ -69,6 +76,7 @@ class _FixedTest:
     expected: bytes
     mask: int | None  # the bytes read big-endian, ANDed with this, must equal `expected` read the same way
     fold: bool
+    padded: bool = True  # a string: libmagic compares it with a zero-padded copy past the buffer's end
 
     def may_match(self, data: bytes) -> bool:
         size = len(self.expected)
@@ -92,11 +100,35 @@ class _FixedTest:
         return [value for value in range(256) if value & top == first]
 
     def pattern(self) -> bytes | None:
-        """The test as an RE2 pattern, or None when the Python loop must check it."""
-        if self.mask is not None or self.offset > _SET_MAX_OFFSET or self.expected.endswith(b"\0"):
+        """The test as an RE2 pattern, or None when the Python loop must check it.
+
+        A string ending in zeros may match past the buffer's end (zero padding), which no pattern
+        can say; a number past the end never matches (libmagic's OFFSET_OOB), so a pattern may.
+        """
+        if self.offset > _SET_MAX_OFFSET or (self.padded and self.expected.endswith(b"\0")):
             return None
-        literal: bytes = re2.escape(self.expected)
-        return rb"\A(?s:.{%d})" % self.offset + (b"(?i:" + literal + b")" if self.fold else literal)
+        skip = rb"\A(?s:.{%d})" % self.offset
+        if self.mask is None:
+            literal: bytes = re2.escape(self.expected)
+            return skip + (b"(?i:" + literal + b")" if self.fold else literal)
+        classes = [_masked_class(byte, mask) for byte, mask in zip(self.expected, self._mask_bytes(), strict=True)]
+        if any(cls is None for cls in classes):
+            return None
+        return skip + b"".join(cls for cls in classes if cls is not None)
+
+    def _mask_bytes(self) -> bytes:
+        assert self.mask is not None
+        return self.mask.to_bytes(len(self.expected), "big")
+
+
+def _masked_class(expected: int, mask: int) -> bytes | None:
+    """An RE2 class of the bytes `b` with `b & mask == expected` (None if no byte has it)."""
+    if mask == 0xFF:
+        return b"\\x%02x" % expected
+    values = [value for value in range(256) if value & mask == expected]
+    if not values:
+        return None
+    return b"[" + b"".join(b"\\x%02x" % value for value in values) + b"]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +184,14 @@ def _compiled(patterns: dict[bytes, list[int]], anchored: bool) -> tuple[re2.Set
 
 
 def _skip(lowest: int, highest: int | None) -> bytes:
-    """An RE2 prefix: a match starts between `lowest` and `highest` (None: anywhere from `lowest`)."""
+    """An RE2 prefix: a match starts between `lowest` and `highest` (None: anywhere from `lowest`).
+
+    Only a near, bounded window is anchored; any other is widened to "anywhere" (a superset), since
+    an anchored prefix with no upper bound keeps the whole anchored set scanning to the buffer's end.
+    """
     if highest is not None and highest <= _SET_MAX_OFFSET:
         return rb"\A(?s:.{%d,%d})" % (lowest, highest)
-    if 0 < lowest <= _SET_MAX_OFFSET:
-        return rb"\A(?s:.{%d,})" % lowest
-    return b""  # anywhere: a superset of any window
+    return b""
 
 
 class _TestGroup:
@@ -167,11 +201,17 @@ class _TestGroup:
         self._slow: dict[int, dict[int, list[_FixedTest]]] = defaultdict(lambda: defaultdict(list))
         self._patterns: dict[bytes, list[int]] = defaultdict(list)
         self._sets: tuple[tuple[re2.Set, tuple[tuple[int, ...], ...]], ...] = ()
-        # The Python-checked tests: the bytes at all their offsets are read by one itemgetter, then
-        # each offset's 256-entry table gives the tests that byte leaves standing.
-        self._read_offsets: Callable[[bytes], tuple[int, ...]] = lambda data: ()
-        self._tables: tuple[tuple[tuple[_FixedTest, ...] | None, ...], ...] = ()
-        self._extent = 0  # data shorter than this is zero-padded first, as libmagic pads strings
+        self._anywhere: dict[tuple[bytes, bool], list[int]] = defaultdict(list)  # (literal, folded): tests
+        self._found_by_find: tuple[tuple[bytes, bool, tuple[int, ...]], ...] = ()
+        self._any_folded = False
+        # The Python-checked tests: the bytes at their offsets within the buffer are read by an
+        # itemgetter, then each offset's 256-entry table gives the tests that byte leaves standing.
+        # Past the buffer's end libmagic compares strings against zeros: the tests standing on a
+        # zero there are precomputed.
+        self._offsets: tuple[int, ...] = ()
+        self._tables: tuple[tuple[tuple[_Standing, ...] | None, ...], ...] = ()
+        self._readers: dict[int, Callable[[bytes], tuple[int, ...]]] = {}  # by how many offsets they read
+        self._standing_past: tuple[tuple[_Standing, ...], ...] = ()  # [k]: on zeros at offsets[k:]
         self._relations: list[_RelationTest] = []
         self.indices: list[int] = []
 
@@ -194,22 +234,22 @@ class _TestGroup:
     ) -> None:
         """One of `literals` occurs in a match, starting between `lowest` and `highest`."""
         self.indices.append(index)
+        skip = _skip(lowest, highest)
+        if not skip:
+            for literal in literals:
+                self._anywhere[(literal.lower() if fold else literal, fold)].append(index)
+            return
         alternatives = b"|".join(re2.escape(literal) for literal in sorted(literals))
-        pattern = _skip(lowest, highest) + (b"(?i:" if fold else b"(?:") + alternatives + b")"
-        self._patterns[pattern].append(index)
+        self._patterns[skip + (b"(?i:" if fold else b"(?:") + alternatives + b")"].append(index)
 
     def freeze(self) -> None:
-        offsets = sorted(self._slow)
-        self._tables = tuple(
-            tuple(tuple(self._slow[offset][value]) if value in self._slow[offset] else None for value in range(256))
-            for offset in offsets
-        )
-        if len(offsets) == 1:
-            only = offsets[0]
-            self._read_offsets = lambda data: (data[only],)
-        elif offsets:
-            self._read_offsets = itemgetter(*offsets)
-        self._extent = offsets[-1] + 1 if offsets else 0
+        self._freeze_tables()
+        if len(self._anywhere) <= _FIND_AT_MOST:
+            self._found_by_find = tuple((lit, fold, tuple(tests)) for (lit, fold), tests in self._anywhere.items())
+            self._any_folded = any(fold for _, fold, _ in self._found_by_find)
+        else:
+            for (literal, fold), tests in self._anywhere.items():
+                self._patterns[(b"(?i:" if fold else b"(?:") + re2.escape(literal) + b")"].extend(tests)
         anchored = {p[len(_ANCHOR) :]: tests for p, tests in self._patterns.items() if p.startswith(_ANCHOR)}
         anywhere = {p: tests for p, tests in self._patterns.items() if not p.startswith(_ANCHOR)}
         # Two sets: patterns tied to the start stop the scan once all of them have failed (a few
@@ -220,22 +260,82 @@ class _TestGroup:
             if patterns
         )
 
+    def _freeze_tables(self) -> None:
+        offsets = tuple(sorted(self._slow))
+        self._offsets = offsets
+        self._tables = tuple(
+            tuple(
+                tuple(_standing(test) for test in self._slow[offset][value]) if value in self._slow[offset] else None
+                for value in range(256)
+            )
+            for offset in offsets
+        )
+        past: list[tuple[_Standing, ...]] = [()]
+        for table in reversed(self._tables):
+            past.append((table[0] or ()) + past[-1])
+        self._standing_past = tuple(reversed(past))
+        for bound in _READ_BOUNDS:
+            count = bisect_left(offsets, bound)
+            if count and count not in self._readers:
+                self._readers[count] = _reader(offsets[:count])
+            if count == len(offsets):
+                break
+
     def candidates(self, data: bytes, found: set[int]) -> None:
         """Add to `found` the tests of this group that may match `data`."""
         for matcher, tests in self._sets:
             for pattern in matcher.Match(data) or ():
                 found.update(tests[pattern])
-        if self._tables:
-            padded = data if len(data) >= self._extent else data.ljust(self._extent, b"\0")
-            for table, value in zip(self._tables, self._read_offsets(padded), strict=True):
-                standing = table[value]
-                if standing is not None:
-                    for test in standing:
-                        if test.may_match(data):
-                            found.add(test.index)
+        if self._found_by_find:
+            folded = data.lower() if self._any_folded else data
+            for literal, fold, indices in self._found_by_find:
+                if literal in (folded if fold else data):
+                    found.update(indices)
+        if self._offsets:
+            self._check_tables(data, found)
         for relation in self._relations:
             if relation.may_match(data):
                 found.add(relation.index)
+
+    def _check_tables(self, data: bytes, found: set[int]) -> None:
+        offsets, tables = self._offsets, self._tables
+        within = bisect_left(offsets, len(data))  # offsets[:within] lie inside the buffer
+        ready = bisect_right(_READ_BOUNDS, len(data))  # a reader covers offsets below _READ_BOUNDS[ready - 1]
+        count = bisect_left(offsets, _READ_BOUNDS[ready - 1]) if ready else 0
+        values = self._readers[count](data) if count else ()
+        standing: list[tuple[_Standing, ...]] = [
+            table[value] or () for table, value in zip(tables[:count], values, strict=True)
+        ]
+        standing.extend(tables[k][data[offsets[k]]] or () for k in range(count, within))
+        standing.append(self._standing_past[within])
+        size = len(data)
+        for tests in standing:
+            for index, offset, expected, plain_end, test in tests:
+                if plain_end <= size:  # plain bytes inside the buffer: compared in place
+                    if data.startswith(expected, offset):
+                        found.add(index)
+                elif test.may_match(data):
+                    found.add(index)
+
+
+# A Python-checked test as its table holds it: index, offset, expected bytes, where its bytes end
+# when they can be compared in place (no mask, no folding; otherwise past any buffer), the test.
+_Standing = tuple[int, int, bytes, int, _FixedTest]
+_NEVER_IN_PLACE: Final = 1 << 62
+
+
+def _standing(test: _FixedTest) -> _Standing:
+    plain = test.mask is None and not test.fold
+    end = test.offset + len(test.expected) if plain else _NEVER_IN_PLACE
+    return (test.index, test.offset, test.expected, end, test)
+
+
+def _reader(offsets: tuple[int, ...]) -> Callable[[bytes], tuple[int, ...]]:
+    """Reads the bytes at `offsets` of a buffer in one call."""
+    if len(offsets) == 1:
+        only = offsets[0]
+        return lambda data: (data[only],)
+    return itemgetter(*offsets)
 
 
 def _leading_chunk(value: bytes, flags: int) -> tuple[bytes, bool]:
@@ -291,7 +391,8 @@ def _number_test(index: int, record: MagicRecord) -> _FixedTest | None:
     byteorder: Literal["little", "big"] = "little" if order == "<" else "big"
     expected = value.to_bytes(width, byteorder)
     big_endian_mask = int.from_bytes(mask.to_bytes(width, byteorder), "big")
-    return _FixedTest(index, record.offset, expected, None if mask == full else big_endian_mask, fold=False)
+    masked = None if mask == full else big_endian_mask
+    return _FixedTest(index, record.offset, expected, masked, fold=False, padded=False)
 
 
 class MagicPrefilter:

@@ -41,11 +41,33 @@ SIGNATURES: Final[tuple[tuple[tuple[tuple[int, bytes], ...], str], ...]] = (
 )
 
 
+_Entry = tuple[int, tuple[tuple[int, bytes], ...], str]  # table position, checks, MIME type
+
+
+def _by_first_byte() -> tuple[tuple[int, dict[int, tuple[_Entry, ...]]], ...]:
+    """The entries by the offset of their first check and that check's first byte, in table order."""
+    index: dict[int, dict[int, list[_Entry]]] = {}
+    for position, (checks, mime) in enumerate(SIGNATURES):
+        offset, magic = checks[0]
+        index.setdefault(offset, {}).setdefault(magic[0], []).append((position, checks, mime))
+    return tuple(
+        (offset, {byte: tuple(entries) for byte, entries in by_byte.items()}) for offset, by_byte in index.items()
+    )
+
+
+# A miss (what libmagic must then type) costs one lookup per first-check offset, not a table walk.
+_BY_FIRST_BYTE: Final = _by_first_byte()
+
+
 def match_signature(head: bytes | memoryview) -> str | None:
-    """The MIME type for a recognised header, or None to ask libmagic."""
+    """The MIME type for a recognised header (the first entry of the table that matches), or None to ask libmagic."""
     if len(head) < MIN_SIGNATURE_BYTES:
         return None
-    for checks, mime in SIGNATURES:
-        if all(head[offset : offset + len(magic)] == magic for offset, magic in checks):
-            return mime
-    return None
+    best: tuple[int, str] | None = None
+    for first_offset, by_byte in _BY_FIRST_BYTE:
+        for position, checks, mime in by_byte.get(head[first_offset], ()):
+            if all(head[offset : offset + len(magic)] == magic for offset, magic in checks):
+                if best is None or position < best[0]:
+                    best = (position, mime)
+                break
+    return None if best is None else best[1]

@@ -1,0 +1,67 @@
+"""Server CPU per file by content kind (media, random bytes, text), interleaved in one run (issue 19).
+
+    .venv/bin/python -m benchmarks.kinds [--rounds 3] [--fsync never]
+
+Each round runs `benchmarks.load batch single --kind K` for every kind in turn, so a drift of the
+shared machine touches all kinds alike; the table gives each kind's median server CPU per file and
+its ratio to media's, the figure the type-detection goal is stated in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks import load
+
+KINDS: tuple[str, ...] = ("media", "binary", "text")
+SCENARIOS: tuple[str, ...] = ("batch", "single")
+
+
+def cpu_ms_per_file(report: list[dict[str, object]], fsync: str) -> dict[str, float]:
+    """The RhinoBox server's CPU ms per file in each scenario of one `load --json` report."""
+    figures: dict[str, float] = {}
+    for scenario in report:
+        for measure in scenario["measures"]:  # type: ignore[attr-defined]
+            if measure["target"] == f"rhinobox fsync={fsync}" and measure["cpu_seconds"] and measure["valid"]:
+                figures[str(scenario["name"])] = measure["cpu_seconds"] / measure["files"] * 1000
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fsync", default="never", choices=("always", "never"))
+    args = parser.parse_args(argv)
+    samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "load.json"
+        for _ in range(args.rounds):
+            for kind in KINDS:
+                load_args = [*SCENARIOS, "--fsync", args.fsync, "--kind", kind, "--no-http-floor", "--json", str(out)]
+                with contextlib.redirect_stdout(io.StringIO()):
+                    load.main(load_args)
+                for scenario, value in cpu_ms_per_file(json.loads(out.read_text()), args.fsync).items():
+                    samples[(kind, scenario)].append(value)
+    print(f"# python -m benchmarks.kinds --rounds {args.rounds} --fsync {args.fsync}: server CPU ms/file, medians")
+    print("| kind | " + " | ".join(f"{s} ms/file | {s} / media" for s in SCENARIOS) + " |")
+    print("|---|" + "---:|---:|" * len(SCENARIOS))
+    for kind in KINDS:
+        cells = []
+        for scenario in SCENARIOS:
+            value = statistics.median(samples[(kind, scenario)])
+            media = statistics.median(samples[("media", scenario)])
+            cells.append(f"{value:.3f} | {value / media:.2f}x")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
