@@ -9,7 +9,10 @@ aiohttp also bounds nothing about how long a request's line and headers may take
 trickling a byte a minute keeps its connection for the hour-long keep-alive timeout). Here they must be
 complete within `header_timeout` seconds (nginx's `client_header_timeout`): counted from the accept for
 a connection's first request, from its first byte for a later one; past it the client gets a JSON 408
-`header_timeout` (or, having sent nothing at all, just a closed connection).
+`header_timeout` (or, having sent nothing at all, just a closed connection). A later request's first
+bytes may come in the same read as the end of the one before (pipelined, or sent before the answer),
+so each read is fed to the parser in two calls, the last byte alone: the parser says when a request
+is complete, not where, and the last byte tells whether the read ended inside the next request's head.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import json
 import logging
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from rhinobox.http.errors import error_body
@@ -38,6 +42,15 @@ _FAULTS: Final[dict[int, tuple[str, str]]] = {
 HEADER_TIMEOUT_CODE: Final = "header_timeout"
 
 
+def _content_length(message: object) -> int | None:
+    """A parsed request's Content-Length, None for a chunked body (or a parser fault, which has no headers)."""
+    headers = getattr(message, "headers", None)
+    if headers is None or getattr(message, "chunked", False):
+        return None
+    value = headers.get(hdrs.CONTENT_LENGTH, "0")
+    return int(value) if value.isdigit() else None
+
+
 def _header_timeout_answer(seconds: float) -> bytes:
     """The whole 408 answer, written straight to the socket: no request exists to answer through aiohttp."""
     body = json.dumps(
@@ -53,7 +66,14 @@ def _header_timeout_answer(seconds: float) -> bytes:
 class JsonErrorRequestHandler(RequestHandler):
     """aiohttp's connection handler: its own errors in the JSON error shape, and a deadline for headers."""
 
-    __slots__ = ("_header_answer", "_header_bytes", "_header_deadline", "_header_timeout")
+    __slots__ = (
+        "_body",
+        "_body_length",
+        "_header_answer",
+        "_header_bytes",
+        "_header_deadline",
+        "_header_timeout",
+    )
 
     def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -61,23 +81,58 @@ class JsonErrorRequestHandler(RequestHandler):
         self._header_answer = _header_timeout_answer(header_timeout)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._header_bytes = False  # whether the pending request has sent anything (else: close silently)
+        self._body: StreamReader | None = None  # the body the parser is filling, until it is complete
+        self._body_length: int | None = None  # its Content-Length (None: chunked)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm_header_deadline()  # nginx too counts the first request's headers from the accept
 
     def data_received(self, data: bytes) -> None:
-        if self._header_deadline is None and self._waiter is not None and not self._waiter.done():
-            self._arm_header_deadline()  # idle between requests: these bytes begin the next one
-        self._header_bytes = True
+        if self._upgraded or self._payload_parser is not None or self._body_goes_past(data):
+            super().data_received(data)  # no request head in these bytes
+            return
         parsed = self._request_count
-        super().data_received(data)
+        in_head = self._feed_to_boundary(data)
         if self._request_count != parsed:  # a request line and its headers are complete
             self._disarm_header_deadline()
+        if in_head:  # a request has begun and its headers are not complete
+            if self._header_deadline is None:
+                self._arm_header_deadline()
+            self._header_bytes = True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_header_deadline()
+        self._body = None
         super().connection_lost(exc)
+
+    def _body_goes_past(self, data: bytes) -> bool:
+        """Whether `data` is all body: a Content-Length body with more bytes to come than `data` holds."""
+        body, length = self._body, self._body_length
+        return body is not None and length is not None and length - body.total_raw_bytes > len(data)
+
+    def _feed_to_boundary(self, data: bytes) -> bool:
+        """Parse `data`; whether it ended inside a request's head. The last byte goes alone: had the request
+        before it ended with the byte before, this byte begins the next one. (A resume of a paused parser
+        feeds nothing: what it held is not known, so no head is assumed.)"""
+        if len(data) > 1:
+            self._feed(data[:-1])
+        elif not data:
+            self._feed(data)
+            return False
+        count, complete = self._request_count, self._body is None
+        self._feed(data[-1:])
+        return self._body is None and complete and self._request_count == count
+
+    def _feed(self, data: bytes) -> None:
+        """Parse `data`, keeping the body of the newest request until the parser has all of it."""
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count and self._messages:
+            message, self._body = self._messages[-1]
+            self._body_length = _content_length(message)
+        if self._body is not None and self._body.is_eof():
+            self._body = None
 
     def _arm_header_deadline(self) -> None:
         if self._header_timeout > 0:
@@ -91,8 +146,11 @@ class JsonErrorRequestHandler(RequestHandler):
 
     def _header_deadline_passed(self) -> None:
         self._header_deadline = None
-        if self.transport is None or self._force_close or self._request_in_progress:
-            return  # gone already, or a request is being answered (its body has its own deadline)
+        if self.transport is None or self._force_close:
+            return
+        if self._request_in_progress or self._messages:  # a pipelined head waits behind requests being answered
+            self._header_deadline = self._loop.call_later(self._header_timeout, self._header_deadline_passed)
+            return
         if self._header_bytes:
             log.warning("closed a connection from %s: no complete headers in %g s", self._peer(), self._header_timeout)
             self.transport.write(self._header_answer)

@@ -4,25 +4,31 @@
 when it falls behind (after a restart, or when another process took a chunk), so the bytes are read
 back only then, never at the end. `PartAppender` is the `BlockWriter` of one PATCH: each block is
 written at the end of the partial file and, unless the chunk carries a checksum that is still to be
-verified, hashed on the same worker thread as it is written.
+verified, hashed on the same worker thread as it is written. A block write or the sync that fails
+cuts the file back to where the request began (durable under RHINOBOX_FSYNC=always: the request before
+synced it) and makes the progress forget the cut bytes, so the offset a client resumes from never
+counts bytes that may not be on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Final
 
 import blake3
 
-from rhinobox.errors import StorageError, storage_failure
+from rhinobox.errors import InsufficientStorage, RhinoBoxError, StorageError, storage_failure
 from rhinobox.ingest.blocks import WRITE_BLOCK
 from rhinobox.ingest.documents import DocumentScan
 from rhinobox.ingest.spool import HASH_THREADS
 
 __all__ = ["PartAppender", "UploadProgress", "truncate_part"]
+
+log = logging.getLogger(__name__)
 
 _APPEND_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 
@@ -35,6 +41,13 @@ class UploadProgress:
         self.scan = DocumentScan()
         self._hasher = blake3.blake3(max_threads=HASH_THREADS)
 
+    def rewind(self, offset: int) -> None:
+        """Forget the bytes hashed past `offset`; BLAKE3 cannot step back, so `catch_up` reads the rest again."""
+        if self.hashed > offset:
+            self.hashed = 0
+            self.scan = DocumentScan()
+            self._hasher = blake3.blake3(max_threads=HASH_THREADS)
+
     def feed(self, pieces: Sequence[bytes | memoryview]) -> None:
         for piece in pieces:
             self.scan.feed(piece)
@@ -43,7 +56,8 @@ class UploadProgress:
 
     def catch_up(self, part_path: str, received: int) -> None:
         """Hash the bytes of the partial file that this process has not seen (read back from disk)."""
-        if self.hashed >= received:
+        self.rewind(received)  # the file was cut back (by another process, say) below what was hashed
+        if self.hashed == received:
             return
         try:
             with open(part_path, "rb", buffering=0) as part:
@@ -70,9 +84,10 @@ class PartAppender:
     def __init__(self, part_path: str, start: int, progress: UploadProgress, checksum: Any | None) -> None:
         self.start = start
         self.written = 0
+        self._part_path = part_path
         self._progress = progress
         self._checksum = checksum
-        self._durable_fd: int | None = None
+        self._failed = False  # a write or the sync failed: the file is back at `start` and takes no more
         try:
             self._fd: int | None = os.open(part_path, _APPEND_FLAGS)
         except OSError as exc:
@@ -80,7 +95,7 @@ class PartAppender:
 
     def write_pieces(self, pieces: Sequence[bytes | memoryview]) -> None:
         """Append one block (on a worker thread); the file's end is always where the last one stopped."""
-        if self._fd is None:
+        if self._fd is None or self._failed:
             raise StorageError("the partial upload is closed")
         total = sum(len(piece) for piece in pieces)
         try:
@@ -90,7 +105,7 @@ class PartAppender:
                 while rest:
                     rest = rest[os.write(self._fd, rest) :]
         except OSError as exc:
-            raise storage_failure(exc, "write the partial upload") from exc
+            raise self._fail(exc, "write the partial upload") from exc
         self.written += total
         if self._checksum is not None:
             for piece in pieces:
@@ -104,14 +119,25 @@ class PartAppender:
 
     def sync(self) -> None:
         """Make the bytes written so far durable (RHINOBOX_FSYNC=always: an acknowledged byte survives)."""
-        if self._fd is not None:
+        if self._fd is not None and not self._failed:
             try:
                 os.fdatasync(self._fd)
             except OSError as exc:
-                raise storage_failure(exc, "sync the partial upload") from exc
+                raise self._fail(exc, "sync the partial upload") from exc
+
+    def _fail(self, exc: OSError, doing: str) -> InsufficientStorage | StorageError:
+        """Cut this request's bytes away (on the worker thread that saw the failure): after a failed write or
+        sync, Linux may have dropped them from the page cache unwritten, and the offset must not count them."""
+        self._failed = True
+        try:
+            truncate_part(self._part_path, self.start)
+        except RhinoBoxError as cut:  # a second fault: the bytes stay counted, as before this cut existed
+            log.warning("could not cut back the partial upload %s: %s", self._part_path, cut)
+        self._progress.rewind(self.start)
+        return storage_failure(exc, doing)
 
     def abort(self) -> None:
-        """Close; what was written stays (an interrupted chunk keeps its bytes, as tus asks)."""
+        """Close; what was written stays (an interrupted chunk keeps its bytes, as tus asks) unless it failed."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -119,9 +145,10 @@ class PartAppender:
 
 
 def truncate_part(part_path: str, size: int) -> None:
-    """Cut the partial file back to `size` bytes (a chunk whose checksum failed, or a crash mid-chunk)."""
+    """Cut the partial file back to `size` bytes (a chunk refused or cut short); never longer (zeros)."""
     try:
-        os.truncate(part_path, size)
+        if os.stat(part_path).st_size > size:
+            os.truncate(part_path, size)
     except FileNotFoundError:
         pass
     except OSError as exc:

@@ -49,6 +49,20 @@ def is_upload_id(value: str) -> bool:
     return _ID_PATTERN.fullmatch(value) is not None
 
 
+def _writer_alive(temporary: str) -> bool:
+    """Whether the process named in a record's temporary file (`<id>.json.<pid>.tmp`) still runs."""
+    pid = temporary.rsplit(".", 2)[-2]
+    if not pid.isdigit() or int(pid) == os.getpid():  # this process is starting: it wrote none yet
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class UploadRecord:
     """What the client declared about one upload, and how it ended (`result` or `error`, once it has)."""
@@ -88,12 +102,13 @@ class UploadDirectory:
         self.durable = durable  # fsync records and the directory (RHINOBOX_FSYNC=always)
 
     def open(self) -> None:
-        """Create the directory; remove record writes a crash cut short (old enough not to be in flight)."""
+        """Create the directory; remove record writes a crash or a failed unlink left (their writer is gone,
+        or they are too old to be in flight)."""
         self.path.mkdir(parents=True, exist_ok=True)
         cutoff = time.time() - _STALE_TEMP_SECONDS
         for leftover in self.path.glob(f"*{RECORD_SUFFIX}.*.tmp"):
             with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_mtime < cutoff:
+                if not _writer_alive(leftover.name) or leftover.stat().st_mtime < cutoff:
                     leftover.unlink()
 
     def record_path(self, upload_id: str) -> str:
