@@ -18,7 +18,7 @@ from rhinobox.ingest.magic_cookies import ReducedMagic, load_prefilter
 from rhinobox.ingest.magic_db import MagicDatabase
 from rhinobox.ingest.magic_literals import required_literals
 from rhinobox.ingest.magic_prefilter import MagicPrefilter
-from rhinobox.ingest.sniff import TEXT_WINDOW, MimeSniffer
+from rhinobox.ingest.sniff import TEXT_WINDOW, MimeSniffer, _text_pass
 
 Loaded = tuple[MagicDatabase, MagicPrefilter]
 
@@ -166,3 +166,24 @@ def test_handles_grow_to_cover_rare_candidates_instead_of_multiplying(loaded: Lo
     for data in buffers:
         reduced.answer(prefilter.candidates(data, text=False), data)
     assert reduced.built == built
+
+
+def test_buffers_called_binary_are_binary_to_libmagic_encoding_check() -> None:
+    """`_text_pass` skips the text tests for a buffer with a NUL: libmagic must find no text
+    encoding in it (charset "binary"), whether the rest is noise, ASCII, Latin-1, UTF-8 or EBCDIC."""
+    rng = random.Random(23)
+    encoding = magic.Magic(mime_encoding=True)
+    texts = [bytes(t) for t in small_files(rng, 50, 2048, "text")]
+    buffers = [rng.randbytes(rng.randrange(1, 5000)) for _ in range(300)]
+    for text in texts:
+        for variant in (
+            text,
+            text.decode().encode("cp1252", "replace") + b"\xe9",
+            ("é" + text.decode()).encode(),
+            text.decode().encode("cp500"),
+        ):
+            at = rng.randrange(0, len(variant))
+            buffers.append(variant[:at] + b"\0" + variant[at:])
+    called_binary = [data for data in buffers if _text_pass(data) is False]
+    assert len(called_binary) > 400
+    assert [data[:20] for data in called_binary if encoding.from_buffer(data) != "binary"] == []
