@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from rhinobox.cpu_quota import quota_cores
+
 __all__ = [
     "ENV_PREFIX",
     "SETTINGS",
@@ -124,11 +126,17 @@ def _parse_processes(raw: str) -> int:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset), at least 1."""
+    """The cores this process may keep busy: its CPU affinity (a cpuset), capped by its cgroup's CPU quota.
+
+    The quota (`docker run --cpus 2.5`, a Kubernetes CPU limit) counts rounded up, as Go's GOMAXPROCS does
+    (rhinobox.cpu_quota); at least 1.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # no affinity call on this platform
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = quota_cores()
+    return cores if quota is None else min(cores, quota)
 
 
 def _without_password(value: str) -> str:
@@ -216,7 +224,8 @@ class Settings:
     )
     processes: int = _setting(
         "",
-        "Serving processes sharing the port and the data directory (empty: one per usable core; 1: a single process).",
+        "Serving processes sharing the port and the data directory (empty: one per usable core, the CPU "
+        "affinity capped by a cgroup CPU quota rounded up; 1: a single process).",
         _parse_processes,
         shown_default="one per usable core",
     )

@@ -1,7 +1,7 @@
 """The serving processes of a group take turns at the filesystem sync, and one sync covers them all.
 
 Two stores on one data directory, each with its own descriptors, stand for two serving processes (a
-`flock` excludes another open file, in this process as in another); the last test runs a real group.
+`flock` excludes another open file, in this process as in another); the last tests run a real group.
 """
 
 from __future__ import annotations
@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import json
+import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -19,21 +23,27 @@ import aiohttp
 import pytest
 
 import rhinobox.blobs.local as local_module
+import rhinobox.blobs.shared_sync as shared_sync_module
 from rhinobox.blobs import fsops
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.blobs.shared_sync import (
     GROUP_DIRNAME,
+    LOCK_WAIT_S,
     SYNC_RECORD_FILENAME,
     SharedSync,
     SyncCounts,
     create_sync_record,
     read_sync_counts,
 )
-from tests.helpers import blake3_hex, first_sync_fails, form
+from tests.helpers import blake3_hex, first_sync_fails, form, wait_until
 from tests.samples import make_sample
 from tests.server_process import RhinoBoxProcess
 
 WAIT_S: Final = 10.0  # bound on waiting for a thread to block on the record's lock: a hang fails the test
+# "Within a few seconds": a turn kept waiting by a stalled holder answers after LOCK_WAIT_S (1 s) and
+# a sync, with slack for this shared machine's load.
+STALLED_ANSWER_S: Final = 6.0
+SHARED_SYNC_LOGGER: Final = "rhinobox.blobs.shared_sync"
 
 
 @pytest.fixture
@@ -43,6 +53,12 @@ def group_dir(tmp_path: Path) -> Path:
     path.mkdir()
     create_sync_record(path, supervisor=os.getppid())
     return path
+
+
+@pytest.fixture
+def patient_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turns wait for the record's lock as long as a test holds it (past LOCK_WAIT_S they would sync alone)."""
+    monkeypatch.setattr(shared_sync_module, "LOCK_WAIT_S", WAIT_S)
 
 
 @pytest.fixture
@@ -103,7 +119,7 @@ async def _flush_both_behind_a_running_sync(
 
 
 async def test_one_sync_covers_the_other_process_uploads(
-    two_stores: tuple[LocalBlobStore, LocalBlobStore], group_dir: Path, syncfs_calls: list[int]
+    two_stores: tuple[LocalBlobStore, LocalBlobStore], group_dir: Path, syncfs_calls: list[int], patient_turns: None
 ) -> None:
     """Both processes asked before either began: the first to get its turn syncs, the other reuses it."""
     first, second = two_stores
@@ -130,7 +146,7 @@ async def test_a_sync_begun_before_the_request_is_not_reused(
 
 
 async def test_a_newer_process_sync_counts_for_an_older_one_only_once_certified(
-    tmp_path: Path, group_dir: Path, syncfs_calls: list[int]
+    tmp_path: Path, group_dir: Path, syncfs_calls: list[int], patient_turns: None
 ) -> None:
     """A descriptor opened later never saw the errors before its opening: an older process's own sync
     must first have checked them (as when the supervisor restarts a member)."""
@@ -154,7 +170,10 @@ async def test_a_newer_process_sync_counts_for_an_older_one_only_once_certified(
 
 
 async def test_a_failed_sync_fails_every_upload_it_covered_in_every_process(
-    two_stores: tuple[LocalBlobStore, LocalBlobStore], group_dir: Path, monkeypatch: pytest.MonkeyPatch
+    two_stores: tuple[LocalBlobStore, LocalBlobStore],
+    group_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    patient_turns: None,
 ) -> None:
     """The write-back error is reported once, to one descriptor: the record tells the other process."""
     first, second = two_stores
@@ -178,6 +197,89 @@ async def test_a_failed_sync_fails_every_upload_it_covered_in_every_process(
             restarted.sync()
     finally:
         restarted.close()
+
+
+@contextmanager
+def _stalled_holder(group_dir: Path) -> Iterator[None]:
+    """The record's lock held by this test, as by a member SIGSTOPped in its turn."""
+    with open(group_dir / SYNC_RECORD_FILENAME, "rb") as stalled:
+        fcntl.flock(stalled.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _stall_warnings(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if r.name == SHARED_SYNC_LOGGER and r.levelno == logging.WARNING)
+
+
+async def test_a_turn_kept_waiting_past_the_bound_syncs_alone_and_warns_once(
+    two_stores: tuple[LocalBlobStore, LocalBlobStore],
+    group_dir: Path,
+    syncfs_calls: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = two_stores
+    first.sync()
+    second.sync()
+    caplog.set_level(logging.INFO, logger=SHARED_SYNC_LOGGER)
+    before = read_sync_counts(group_dir)
+    with _stalled_holder(group_dir):
+        digest = _commit(first, b"answered while another member is stopped")
+        began = time.monotonic()
+        await asyncio.wait_for(first.flush(), STALLED_ANSWER_S)
+        assert time.monotonic() - began >= LOCK_WAIT_S  # it did wait for its turn first
+        assert not first.needs_flush(digest)
+        assert _stall_warnings(caplog) == 1
+        # Still stalled: the next turn goes alone at once, without a second wait or warning.
+        _commit(first, b"the next one")
+        await asyncio.wait_for(first.flush(), STALLED_ANSWER_S)
+        assert _stall_warnings(caplog) == 1
+        assert len(syncfs_calls) == before.calls + 2
+    # Alone, the syncs were recorded nowhere; once the holder lets go, turns are taken again.
+    assert await wait_until(lambda: "free again" in caplog.text, WAIT_S)
+    assert read_sync_counts(group_dir) == before
+    _commit(first, b"after the stall")
+    await first.flush()
+    assert read_sync_counts(group_dir).calls == before.calls + 1
+
+
+async def test_a_failed_sync_without_the_lock_fails_the_group_even_after_the_holder_writes(
+    two_stores: tuple[LocalBlobStore, LocalBlobStore], group_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder read the record before the failure and writes it after: the failure must survive that."""
+    first, second = two_stores
+    first.sync()
+    second.sync()
+    holding, resume = threading.Event(), threading.Event()
+    real_sync = fsops.sync_filesystem
+    calls: list[int] = []
+
+    def holder_stalls_then_alone_fails(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:  # the first store's turn, under the lock
+            holding.set()
+            assert resume.wait(WAIT_S)
+        elif len(calls) == 2:  # the second store's, alone
+            raise OSError(errno.EIO, "Input/output error")
+        real_sync(fd)
+
+    monkeypatch.setattr(local_module, "sync_filesystem", holder_stalls_then_alone_fails)
+    holder = asyncio.ensure_future(asyncio.to_thread(first.sync))
+    assert await asyncio.to_thread(holding.wait, WAIT_S)
+    digest = _commit(second, b"lost beside a stalled holder")
+    with pytest.raises(OSError, match="Input/output error") as failed:
+        await asyncio.wait_for(second.flush(), STALLED_ANSWER_S)
+    assert failed.value.errno == errno.EIO
+    assert second.needs_flush(digest)
+    resume.set()
+    await holder  # its own sync was clean; it writes the record's state after the failure
+    restarted = _open_store(group_dir.parent)
+    try:
+        with pytest.raises(OSError, match="another process's sync failed"):
+            restarted.sync()
+    finally:
+        restarted.close()
+    with pytest.raises(OSError, match="another process's sync failed"):
+        await first.flush()
 
 
 def test_a_record_of_another_group_is_not_used(tmp_path: Path, syncfs_calls: list[int]) -> None:
@@ -214,3 +316,33 @@ async def test_the_processes_of_a_real_group_take_their_syncs_in_turns(tmp_path:
         assert set(statuses) == {200}
         counts = read_sync_counts(data_dir / GROUP_DIRNAME)
         assert 0 < counts.calls < len(statuses), counts
+
+
+async def test_a_member_stalled_holding_the_sync_lock_does_not_stall_the_others_answers(tmp_path: Path) -> None:
+    """This test holds the real record's lock, as a member SIGSTOPped in its turn would: answers still come."""
+    data_dir = tmp_path / "data"
+    timeout = aiohttp.ClientTimeout(total=STALLED_ANSWER_S + WAIT_S)  # without the bound: a hang, then this
+    with RhinoBoxProcess(data_dir, RHINOBOX_PROCESSES="2", RHINOBOX_FSYNC="always") as server:
+        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)) as session:
+
+            async def upload(seed: int) -> tuple[int, float]:
+                began = time.monotonic()
+                async with session.post(server.url + "/ingest", data=form([make_sample("binary", seed)])) as answer:
+                    results = (await answer.json())["results"] if answer.status == 200 else []
+                    assert [r["status"] for r in results] == ["stored"], await answer.text()
+                    return answer.status, time.monotonic() - began
+
+            with _stalled_holder(data_dir / GROUP_DIRNAME):
+                answers = await asyncio.gather(*(upload(seed) for seed in range(20)))
+            assert {status for status, _ in answers} == {200}
+            assert max(took for _, took in answers) < STALLED_ANSWER_S, answers
+
+            def logged(level: str, words: str) -> bool:
+                lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
+                return any(line["level"] == level and words in line["msg"] for line in lines)
+
+            assert logged("warning", "held the group's sync lock"), server.log_path.read_text()
+            assert await wait_until(lambda: logged("info", "sync lock is free again"), WAIT_S)
+            before = read_sync_counts(data_dir / GROUP_DIRNAME)
+            assert [status for status, _ in await asyncio.gather(*(upload(100 + s) for s in range(5)))] == [200] * 5
+            assert read_sync_counts(data_dir / GROUP_DIRNAME).calls > before.calls  # turns again
