@@ -221,8 +221,8 @@ class ResumableUploads:
         body: AsyncIterator[bytes],
         checksum: Checksum | None,
     ) -> int:
-        """Stream the body to the partial file; returns the bytes kept. Interrupted: what arrived stays
-        (unless it must pass a checksum first), and the error is raised."""
+        """Stream the body to the partial file; returns the bytes kept. Interrupted: what arrived stays (unless
+        it must pass a checksum first; synced first when durable), and the error is raised."""
         part_path = self.directory.part_path(record.id)
         if checksum is not None:
             self.directory.save(record.with_changes(unverified_from=start))
@@ -253,12 +253,25 @@ class ResumableUploads:
                 task.uncancel()
             raise UploadLocked("a newer request for this upload took over") from None
         finally:
-            if not accepted and keep:  # what arrived before the interruption is kept, as tus asks
-                with contextlib.suppress(RhinoBoxError, OSError):
-                    await spooler.drain()
-            await spooler.abort()  # waits for a block in flight; the partial file stays
+            try:
+                if not accepted and keep:  # what arrived before the interruption is kept, as tus asks
+                    await self._keep_arrived(spooler)
+            finally:
+                await spooler.abort()  # waits for a block in flight; the partial file stays
             if not accepted and not keep:
                 self._discard_chunk(record, start, checksummed=checksum is not None)
+
+    async def _keep_arrived(self, spooler: BlockSpooler[PartAppender]) -> None:
+        """Write what an interrupted request brought and, when durable, sync it before the hold is let go (the
+        next request or HEAD counts it); a failed sync cuts it back to where the request began, as for a PATCH."""
+        with contextlib.suppress(RhinoBoxError, OSError):
+            await spooler.drain()
+        if not self.directory.durable:
+            return
+        try:
+            await self._res.pool.run_io(spooler.writer.sync)
+        except RhinoBoxError as exc:
+            log.warning("the bytes kept from an interrupted upload request were cut back: %s", exc.message)
 
     async def _stream(
         self, hold: UploadHold, spooler: BlockSpooler[PartAppender], body: AsyncIterator[bytes], room: int

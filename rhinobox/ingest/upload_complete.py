@@ -2,16 +2,20 @@
 
 A final error (content that is not what the client declared) ends the upload for good; any other
 (disk full, store unreachable) leaves it empty and open, so a client's retry sends it again rather
-than believing it stored.
+than believing it stored. Before the commit the hash must have consumed exactly the partial file's bytes
+(`hashed_whole`), so a blob is never stored under a hash that covers other bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Final
 
-from rhinobox.errors import DigestMismatch, EmptyFile
+from rhinobox.errors import DigestMismatch, EmptyFile, StorageError, storage_failure
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.ingest.finish import finish_spooled
 from rhinobox.ingest.names import clean_filename, clean_hint, extension_of
@@ -20,7 +24,9 @@ from rhinobox.ingest.resources import IngestResources
 from rhinobox.ingest.upload_append import UploadProgress
 from rhinobox.ingest.upload_records import UploadDirectory, UploadRecord
 
-__all__ = ["Describe", "complete_upload", "upload_entry", "upload_meta"]
+__all__ = ["Describe", "complete_upload", "hashed_whole", "upload_entry", "upload_meta"]
+
+log = logging.getLogger(__name__)
 
 # Errors after which the upload's bytes are wrong for good: the upload fails and takes no more bytes.
 _FINAL_ERRORS: Final = (DigestMismatch, EmptyFile)
@@ -55,18 +61,38 @@ async def complete_upload(
 ) -> None:
     """Every byte is in: verify, prepare, commit and record the file, then keep its result in the record."""
     assert record.length is not None
+    part_path = directory.part_path(record.id)
     entry = upload_entry(record)
-    entry.size = record.length
-    entry.digest = progress.hexdigest()
-    entry.spool_path = directory.part_path(record.id)  # the commit renames it into the store
     meta = upload_meta(record.metadata)
     try:
+        progress = await resources.pool.run_io(partial(hashed_whole, part_path, record.length, progress))
+        entry.size = record.length
+        entry.digest = progress.hexdigest()
+        entry.spool_path = part_path  # the commit renames it into the store
         await finish_spooled(resources, entry, progress.scan, meta)
     except _FINAL_ERRORS as exc:
         directory.save(record.with_changes(error={"code": exc.code, "message": exc.message}))
         raise
     except BaseException:
         with contextlib.suppress(OSError):
-            directory.create_part(record.id)  # finish_spooled removed it: start over from 0
+            directory.remove_part(record.id)  # finish_spooled removed it, unless the check refused it first
+            directory.create_part(record.id)  # start over from 0
         raise
     directory.save(record.with_changes(result=describe(entry, meta)))
+
+
+def hashed_whole(part_path: str, length: int, progress: UploadProgress) -> UploadProgress:
+    """`progress` if its hash consumed exactly the `length` bytes the partial file holds, else the file re-hashed
+    (blocking); a file of another size is a storage error: its bytes are not the upload's."""
+    try:
+        size = os.stat(part_path).st_size
+    except OSError as exc:
+        raise storage_failure(exc, "read the partial upload") from exc
+    if size != length:
+        raise StorageError(f"the partial upload holds {size} bytes, not the upload's {length}")
+    if progress.hashed == length:
+        return progress
+    log.warning("the hash of %s covered %d of its %d bytes: hashing it again", part_path, progress.hashed, length)
+    again = UploadProgress()
+    again.catch_up(part_path, length)
+    return again
