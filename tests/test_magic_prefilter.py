@@ -5,7 +5,10 @@ to satisfy each test the prefilter indexes. So the list of types it stops recogn
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +17,7 @@ import pytest
 
 from benchmarks.sniff_corpus import build_corpus
 from benchmarks.workload import small_files
-from rhinobox.ingest.magic_cookies import ReducedMagic, load_prefilter
+from rhinobox.ingest.magic_cookies import ReducedMagic, database_path, load_prefilter
 from rhinobox.ingest.magic_db import MagicDatabase
 from rhinobox.ingest.magic_literals import required_literals
 from rhinobox.ingest.magic_prefilter import MagicPrefilter
@@ -187,3 +190,22 @@ def test_buffers_called_binary_are_binary_to_libmagic_encoding_check() -> None:
     called_binary = [data for data in buffers if _text_pass(data) is False]
     assert len(called_binary) > 400
     assert [data[:20] for data in called_binary if encoding.from_buffer(data) != "binary"] == []
+
+
+def test_a_database_the_prefilter_cannot_read_turns_it_off_with_a_warning(tmp_path: Path) -> None:
+    """Local magic sources next to the compiled database (libmagic's MAGIC path): the prefilter
+    cannot cover them, so it is off, a warning says so, and types still come from libmagic."""
+    local = tmp_path / "local.magic"
+    local.write_text("0\tstring\tRHINOTEST\tRhinoBox test data\n!:mime\tapplication/x-rhino-test\n")
+    script = (
+        "import logging; logging.basicConfig(level=logging.WARNING);"
+        "from rhinobox.ingest.magic_cookies import load_prefilter;"
+        "from rhinobox.ingest.sniff import MimeSniffer;"
+        "print(load_prefilter() is None, MimeSniffer().sniff_document(b'RHINOTEST' + bytes(100)))"
+    )
+    compiled = database_path()
+    assert compiled is not None
+    env = {**os.environ, "MAGIC": f"{local}:{compiled.with_suffix('')}"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "application/x-rhino-test"]
+    assert "soft-magic prefilter off" in done.stderr

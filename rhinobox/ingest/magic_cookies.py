@@ -9,6 +9,7 @@ bytes, one or two for most text), so building one is rare.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import weakref
 from collections import OrderedDict
@@ -20,6 +21,8 @@ import magic
 
 from rhinobox.ingest.magic_db import MagicDatabase, MagicFormatError
 from rhinobox.ingest.magic_prefilter import MagicPrefilter
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LibmagicHandle", "ReducedMagic", "load_prefilter"]
 
@@ -91,10 +94,16 @@ def load_prefilter() -> tuple[MagicDatabase, MagicPrefilter] | None:
     """The machine's database and its prefilter (built once per process), or None when unusable."""
     path = database_path()
     if path is None:
+        log.warning(
+            "soft-magic prefilter off: libmagic loads more than one compiled database (MAGIC=%s); "
+            "types stay exact, unknown content and text cost more CPU",
+            os.environ.get("MAGIC", "unset"),
+        )
         return None
     try:
         database = MagicDatabase.read(path)
-    except (OSError, MagicFormatError):
+    except (OSError, MagicFormatError) as exc:
+        log.warning("soft-magic prefilter off: %s cannot be read (%s); types stay exact, typing costs more", path, exc)
         return None
     return database, MagicPrefilter(database)
 
