@@ -3,6 +3,7 @@
 For each N: a fresh data dir, `rhinobox serve` with N processes, then
 - single: `--single-requests` POSTs of one distinct 4 KiB file over `--connections` connections;
 - batch: `--batch-requests` POSTs of `--batch-files` distinct 4 KiB files, `--batch-connections` at once;
+- large: `--large-count` uploads of `--large-mib` MiB at once, streamed (never held whole; 0: skipped);
 and for each, files per second, request latency p50/p99, and the server's CPU seconds per file (the
 supervisor and every serving process, user + system, from /proc). The client (this process) can be
 pinned to some CPUs and the server to others (`--client-cpus`, `--server-cpus`, via sched_setaffinity
@@ -32,12 +33,13 @@ from typing import Final
 
 import aiohttp
 
-from benchmarks.httpload import LoadResult, closed_loop
+from benchmarks.httpload import Body, LoadResult, closed_loop
 from benchmarks.procs import REPO_ROOT, ServerProcess, rhinobox_server
-from benchmarks.workload import multipart_body, small_files
+from benchmarks.workload import Streamed, multipart_body, small_files
 from rhinobox.blobs.shared_sync import GROUP_DIRNAME, SYNC_RECORD_FILENAME, SyncCounts, read_sync_counts
 
 FILE_SIZE: Final = 4096
+MIB: Final = 1024 * 1024
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,6 +58,11 @@ class Figure:
     stored: int
     failed: int
     syncs: SyncCounts | None  # during this scenario, where the server keeps a group sync record
+    nbytes: int = 0  # the files' bytes
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.nbytes / MIB / self.seconds if self.seconds else 0.0
 
     @property
     def files_per_s(self) -> float:
@@ -116,7 +123,7 @@ class Run:
     data_dir: Path
 
 
-async def measure(run: Run, scenario: str, bodies: list[bytes], files: int, connections: int) -> Figure:
+async def measure(run: Run, scenario: str, bodies: Sequence[Body], files: int, connections: int, nbytes: int) -> Figure:
     server = run.server
     pids = group_pids(server.pid)
     waited = await lock_wait_seconds(server.url)
@@ -143,6 +150,7 @@ async def measure(run: Run, scenario: str, bodies: list[bytes], files: int, conn
         result.stored,
         result.failed,
         delta,
+        nbytes,
     )
 
 
@@ -171,9 +179,14 @@ async def run_count(
     with server:
         warm = [multipart_body([f]) for f in small_files(rng, 200, FILE_SIZE)]
         await closed_loop(server.url + "/ingest", warm, args.connections)
-        figures.append(await measure(run, "single", singles, len(singles), args.connections))
+        figures.append(await measure(run, "single", singles, len(singles), args.connections, len(singles) * FILE_SIZE))
         files = args.batch_files * args.batch_requests
-        figures.append(await measure(run, "batch", batches, files, args.batch_connections))
+        figures.append(await measure(run, "batch", batches, files, args.batch_connections, files * FILE_SIZE))
+        if args.large_count and args.large_mib:
+            size = args.large_mib * MIB
+            large = [Streamed(seed * 1000 + i, size) for i in range(args.large_count)]
+            scenario = f"large {args.large_count}x{args.large_mib}MiB"
+            figures.append(await measure(run, scenario, large, len(large), len(large), len(large) * size))
     shutil.rmtree(data_dir, ignore_errors=True)
     return figures
 
@@ -187,13 +200,14 @@ def _sync_cells(f: Figure) -> str:
 
 def render(figures: Sequence[Figure]) -> str:
     lines = [
-        "| tree | fsync | scenario | processes | files/s | p50 ms | p99 ms | server CPU ms/file |"
+        "| tree | fsync | scenario | processes | files/s | MB/s | p50 ms | p99 ms | server CPU ms/file |"
         " write-lock wait ms/file | syncfs per 1k files | turns covered | stored | failed |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for f in figures:
         lines.append(
-            f"| {f.tree} | {f.fsync} | {f.scenario} | {f.processes} | {f.files_per_s:.0f} | {f.p50_ms:.1f} |"
+            f"| {f.tree} | {f.fsync} | {f.scenario} | {f.processes} | {f.files_per_s:.0f} | {f.mb_per_s:.0f} |"
+            f" {f.p50_ms:.1f} |"
             f" {f.p99_ms:.1f} | {f.cpu_ms_per_file:.2f} | {1000 * f.lock_wait_s / max(f.files, 1):.3f} |"
             f" {_sync_cells(f)} | {f.stored} | {f.failed} |"
         )
@@ -258,6 +272,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-files", type=int, default=1000)
     p.add_argument("--batch-requests", type=int, default=6)
     p.add_argument("--batch-connections", type=int, default=2, help="batch: requests in flight at once")
+    p.add_argument("--large-count", type=int, default=8, help="large: uploads at once (0: skip the scenario)")
+    p.add_argument("--large-mib", type=int, default=256, help="large: MiB per upload")
     p.add_argument("--client-cpus", default="", help="pin this client to these CPUs (e.g. 1)")
     p.add_argument("--server-cpus", default="", help="pin the server to these CPUs with taskset (e.g. 0-15)")
     p.add_argument("--workdir", default=None, help="where temp data dirs go (default: $TMPDIR)")
