@@ -12,7 +12,7 @@ from typing import Final
 
 from aiohttp import web
 
-from rhinobox.backends import make_arbiter, make_blob_store, make_catalog
+from rhinobox.backends import make_arbiter, make_blob_store, make_catalog, shares_data_dir
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
 from rhinobox.datadir import DataDirLock
@@ -26,13 +26,14 @@ from rhinobox.http.keys import CATALOG, CATEGORIZER, PIPELINE, RECONCILE, SETTIN
 from rhinobox.http.metrics import metrics_middleware, setup_metrics
 from rhinobox.http.routes import setup_routes
 from rhinobox.http.uploads import uploads_ctx
+from rhinobox.ingest.delete import retrying_removals
 from rhinobox.ingest.hash_locks import FileHashLocks
 from rhinobox.ingest.pipeline import IngestPipeline
-from rhinobox.reconcile import ReconcileReport, check_after_unclean_stop, reconcile
-from rhinobox.runmarker import RunMarker
+from rhinobox.instances import ServerHome
+from rhinobox.reconcile import ReconcileReport, check_after_unclean_stop, finish_pending_removals, reconcile
 from rhinobox.settings import Settings
 
-__all__ = ["GROUP_MEMBER", "create_app"]
+__all__ = ["GROUP_MEMBER", "HOME", "create_app"]
 
 log = logging.getLogger(__name__)
 # Socket read buffer per connection (aiohttp pauses reading at twice this): bigger reads, fewer wakeups.
@@ -42,6 +43,9 @@ READ_BUFSIZE: Final = 256 * 1024
 # True in a serving process of a group (rhinobox.supervisor): the supervisor holds the data dir lock,
 # ran the start-up cleanup and check, and reconciles; this process only opens the store and catalog.
 GROUP_MEMBER = web.AppKey("group_member", bool)
+# Where this server keeps its own files (spool, group state, run marker): the data directory, or the
+# server's own directory in a data directory several servers share (rhinobox.instances).
+HOME = web.AppKey("home", Path)
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -50,28 +54,35 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         async with _open_member_storage(app):
             yield
         return
-    lock = DataDirLock(settings.data_dir)
+    shared = shares_data_dir(settings)
+    lock = DataDirLock(settings.data_dir, shared=shared)
     lock.acquire()  # before anything touches the directory (start-up removes stale spool files)
     try:
-        async with _open_storage(app):
+        async with _open_storage(app, ServerHome(settings.data_dir, shared=shared)):
             yield
     finally:
         lock.release()
 
 
 @contextlib.asynccontextmanager
-async def _open_storage(app: web.Application) -> AsyncIterator[None]:
+async def _open_storage(app: web.Application, home: ServerHome) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    loop = asyncio.get_running_loop()
     async with (
-        _run_marked(settings.data_dir) as marker,
-        _opened_store(settings) as (store, stale),
+        _homed(home),
+        _opened_store(settings, home.instance_dir) as (store, stale),
         _opened_catalog(settings, store) as catalog,
     ):
+        marker = home.marker
+        stale += await loop.run_in_executor(None, home.remove_dead_spool)
         report = ReconcileReport(stale_spool_files=stale, unclean_stop=marker.check_since is not None)
+        app[HOME] = home.path
         app[STORE] = store
         app[CATALOG] = catalog
         app[RECONCILE] = report
+        await finish_pending_removals(store, catalog, make_arbiter(catalog), settings.data_dir)
         await check_after_unclean_stop(store, catalog, marker, report, settings.data_dir)
+        await loop.run_in_executor(None, home.started)  # dead servers' windows checked: the next start's turn
         # Only now: the check's own syncs must not move the crashed run's window before it is done.
         store.on_durable(marker.advance)
         yield
@@ -81,15 +92,16 @@ async def _open_storage(app: web.Application) -> AsyncIterator[None]:
 async def _open_member_storage(app: web.Application) -> AsyncIterator[None]:
     """The store and catalog of a serving process: no spool cleanup (other processes' uploads are live)."""
     settings = app[SETTINGS]
-    clock = MarkerClock(settings.data_dir)
+    home = app[HOME]
+    clock = MarkerClock(home)
     try:
         async with (
-            _opened_store(settings, remove_stale=False) as (store, _),
+            _opened_store(settings, None if home == settings.data_dir else home, remove_stale=False) as (store, _),
             _opened_catalog(settings, store) as catalog,
         ):
             app[STORE] = store
             app[CATALOG] = catalog
-            app[RECONCILE] = SharedReconcileReport(settings.data_dir)
+            app[RECONCILE] = SharedReconcileReport(home)
             store.on_durable(clock.advance)
             yield
     finally:
@@ -97,27 +109,29 @@ async def _open_member_storage(app: web.Application) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _run_marked(data_dir: Path) -> AsyncIterator[RunMarker]:
-    """The run marker around everything else (`check_since` is set if the last run did not stop cleanly).
+async def _homed(home: ServerHome) -> AsyncIterator[None]:
+    """This server's home (its run marker; its own directory when shared) around everything else.
 
-    Removed only when everything inside (the start-up check, the closes) ended without an error;
-    otherwise the next start checks again.
+    `check_since` of its marker is set if the last run (or a dead server that shared the directory) did
+    not stop cleanly. It ends cleanly (marker removed, own directory gone) only when everything inside
+    ended without an error; otherwise the next start checks again.
     """
-    marker = RunMarker(data_dir)
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, marker.begin)
+    await loop.run_in_executor(None, home.begin)
     try:
-        yield marker
+        yield
     except BaseException:
-        await loop.run_in_executor(None, marker.release)
+        await loop.run_in_executor(None, home.release)
         raise
-    await loop.run_in_executor(None, marker.end)
+    await loop.run_in_executor(None, home.end)
 
 
 @contextlib.asynccontextmanager
-async def _opened_store(settings: Settings, *, remove_stale: bool = True) -> AsyncIterator[tuple[BlobStore, int]]:
+async def _opened_store(
+    settings: Settings, instance_dir: Path | None, *, remove_stale: bool = True
+) -> AsyncIterator[tuple[BlobStore, int]]:
     """The blob store, open, with the count of spool files the last run left (removed now)."""
-    store = make_blob_store(settings)
+    store = make_blob_store(settings, instance_dir=instance_dir)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, store.open)
     try:
@@ -152,7 +166,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PIPELINE] = pipeline
         await pipeline.warm_up()
         try:
-            yield
+            async with retrying_removals(pipeline.resources):
+                yield
         finally:
             pipeline.close()
     finally:
@@ -174,8 +189,9 @@ async def _reconcile_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-def create_app(settings: Settings, *, group_member: bool = False) -> web.Application:
-    """A ready-to-run aiohttp application for `settings` (`group_member`: see GROUP_MEMBER)."""
+def create_app(settings: Settings, *, group_member: bool = False, instance_dir: Path | None = None) -> web.Application:
+    """A ready-to-run aiohttp application for `settings` (`group_member`: see GROUP_MEMBER; `instance_dir`:
+    a member's server directory where servers share the data directory, see HOME)."""
     if not group_member:
         # `processes` > 1 makes the backends share state with the other processes of a group (hash
         # locks, rules polling, job leases); an app outside a group has the data directory to itself.
@@ -189,8 +205,9 @@ def create_app(settings: Settings, *, group_member: bool = False) -> web.Applica
     )
     app[SETTINGS] = settings
     app[GROUP_MEMBER] = group_member
+    app[HOME] = instance_dir or settings.data_dir  # a server's own start may move it (_open_storage)
     setup_auth(app, settings)
-    setup_metrics(app, metrics_dir(settings.data_dir) if group_member else None)
+    setup_metrics(app, metrics_dir(app[HOME]) if group_member else None)
     app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.extend([_storage_ctx, rules_ctx, _pipeline_ctx, _reconcile_ctx])
     app.cleanup_ctx.append(jobs_ctx)  # after the catalog opens, before it closes

@@ -34,15 +34,24 @@ __all__ = [
     "make_job_store",
     "make_rules_store",
     "s3_secret_key",
+    "shares_data_dir",
 ]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def make_blob_store(settings: Settings) -> BlobStore:
-    """The blob store `settings.blobs` names (not yet opened)."""
+def shares_data_dir(settings: Settings) -> bool:
+    """Whether servers with these settings may share one data directory (rhinobox.instances): the catalog
+    and the per-hash arbitration are in PostgreSQL and the blobs in the data directory. With S3 blobs the
+    data directory holds only spool files, one per node (docs/scale-out.md)."""
+    return settings.catalog.startswith(POSTGRES_SCHEMES) and not settings.blobs
+
+
+def make_blob_store(settings: Settings, *, instance_dir: Path | None = None) -> BlobStore:
+    """The blob store `settings.blobs` names (not yet opened); its spool (and group) files go to
+    `instance_dir` where servers share the data directory, else to the data directory itself."""
     if not settings.blobs:
-        return LocalBlobStore(settings.data_dir, durable=settings.fsync is FsyncMode.ALWAYS)
+        return LocalBlobStore(settings.data_dir, durable=settings.fsync is FsyncMode.ALWAYS, instance_dir=instance_dir)
     try:
         location = parse_s3_url(settings.blobs)
     except ValueError as exc:
@@ -52,7 +61,7 @@ def make_blob_store(settings: Settings) -> BlobStore:
         raise SettingsError("RHINOBOX_ACCEL_REDIRECT: not available with S3 blobs (leave it empty)")
     return S3BlobStore(
         location,
-        settings.data_dir / SPOOL_DIRNAME,
+        (instance_dir or settings.data_dir) / SPOOL_DIRNAME,
         endpoint=settings.s3_endpoint,
         region=settings.s3_region,
         access_key=settings.s3_access_key,

@@ -1,5 +1,8 @@
 """What the supervisor and the serving processes of one data directory share, as files in `<data_dir>/group/`.
 
+Where several servers share the data directory, each group keeps these in its own directory instead
+(`<data_dir>/instances/<id>/group/`, rhinobox.instances): the functions below take that directory.
+
 - `reconcile.json`: the start-up reconciliation's report, which the supervisor runs once and every
   process shows in `/healthz` (`SharedReconcileReport` reads it when asked);
 - `metrics/`: prometheus-client's multiprocess files, so `/metrics` on any process reports the whole server;

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import uvloop
@@ -37,6 +38,7 @@ class Handoff:
     listen_fd: int
     supervisor_pid: int
     slot: int
+    instance_dir: Path | None = None  # the supervisor's own directory where servers share the data directory
 
 
 def _die_with_supervisor(supervisor_pid: int) -> None:
@@ -58,7 +60,7 @@ def main() -> int:
     from rhinobox.server import run_server  # after logging is set up, as `rhinobox serve` does
 
     try:
-        uvloop.run(run_server(settings, listen=listen))
+        uvloop.run(run_server(settings, listen=listen, instance_dir=handoff.instance_dir))
     except InvalidRules as exc:
         print(f"rhinobox: {exc}; fix the rules, or remove them to start with the defaults", file=sys.stderr)
         return 1

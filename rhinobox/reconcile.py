@@ -1,7 +1,8 @@
 """Start-up reconciliation: after a crash, find blobs the catalog does not know and entries without a blob.
 
 Neither is repaired automatically (an orphan blob may be re-claimed by the next upload of the same
-bytes; a missing blob needs an operator): both are counted, logged, and shown in `/healthz`.
+bytes; a missing blob needs an operator): both are counted, logged, and shown in `/healthz`. Only the
+blobs an earlier run meant to remove and could not (`finish_pending_removals`) go, before serving.
 
 After an unclean stop (`rhinobox.runmarker`) it runs before serving and also hashes, from the disk,
 every orphan and every blob named since the crashed run's last completed sync: a blob renamed in
@@ -25,10 +26,13 @@ from typing import Any, Final
 
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import MAX_PAGE, BlobQuery, Catalog
+from rhinobox.ingest.delete import retry_pending_removals
+from rhinobox.ingest.pending_removals import PendingRemovals
+from rhinobox.ingest.pins import HashArbiter
 from rhinobox.runmarker import RunMarker
 from rhinobox.verify import QUARANTINE_DIRNAME, corrupt_blobs, move_aside
 
-__all__ = ["ReconcileReport", "reconcile"]
+__all__ = ["ReconcileReport", "finish_pending_removals", "reconcile"]
 
 log = logging.getLogger(__name__)
 BATCH: Final = 1000
@@ -208,3 +212,17 @@ async def check_after_unclean_stop(
         store, catalog, report, quarantine_dir=data_dir / QUARANTINE_DIRNAME, changed_since=marker.check_since
     )
     await asyncio.get_running_loop().run_in_executor(None, marker.checked)
+
+
+async def finish_pending_removals(store: BlobStore, catalog: Catalog, pins: HashArbiter, data_dir: Path) -> None:
+    """Before serving: remove the blobs earlier runs failed to remove (rhinobox.ingest.pending_removals).
+
+    Each under its hash's hold and only if no row names it, as the running server does (another server
+    sharing the data directory may be serving: its pins are respected too); what still fails stays
+    pending for the next start (and counts as an orphan meanwhile).
+    """
+    removals = PendingRemovals.in_data_dir(data_dir)
+    if not await asyncio.get_running_loop().run_in_executor(None, removals.load):
+        return
+    if left := await retry_pending_removals(store, catalog, pins, removals):
+        log.warning("%d blob(s) that earlier runs failed to remove could not be removed yet", left)

@@ -33,6 +33,9 @@ CLOCK_SLACK_SECONDS: Final = 2.0
 class RunMarker:
     """`begin` at start (under the data dir lock); `end` after a clean stop, else `release`.
 
+    It lives in the data directory, or in the server's own directory where several servers share the
+    data directory (rhinobox.instances: each has its own marker, and a start adopts the dead ones').
+
     The data directory stays open in between, so `end` reaches it even if its path went away.
     """
 
@@ -69,6 +72,16 @@ class RunMarker:
             os.close(dirfd)
             raise
         self._dirfd = dirfd
+
+    def adopt(self, durable_before: float) -> None:
+        """Also check what a dead server that shared the data directory may not have synced (`durable_before`:
+        its marker's time); the filesystem is synced first, as `begin` does after this marker's own crash."""
+        if self._dirfd is None:
+            raise RuntimeError("adopt() before begin()")
+        if self.durable_before is None or durable_before < self.durable_before:
+            self.durable_before = durable_before
+        self._synced_at = time.time()
+        sync_filesystem(self._dirfd)
 
     @property
     def check_since(self) -> float | None:

@@ -18,6 +18,7 @@ import logging
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any, Final
 
 import uvloop
@@ -38,13 +39,16 @@ CANCEL_GRACE: Final = 5.0  # seconds cancelled requests get to clean up (remove 
 LISTEN_BACKLOG: Final = 1024
 
 
-async def run_server(settings: Settings, *, listen: socket.socket | None = None) -> None:
+async def run_server(
+    settings: Settings, *, listen: socket.socket | None = None, instance_dir: Path | None = None
+) -> None:
     """Serve until SIGINT or SIGTERM, then stop accepting, let requests finish, and close the app.
 
     With `listen` (a bound, listening socket a supervisor handed over) this is a serving process of a
-    group: it accepts on that socket beside the others, and the app is a group member's (rhinobox.app).
+    group: it accepts on that socket beside the others, and the app is a group member's (rhinobox.app),
+    keeping its files in the supervisor's `instance_dir` where servers share the data directory.
     """
-    app = create_app(settings, group_member=listen is not None)
+    app = create_app(settings, group_member=listen is not None, instance_dir=instance_dir)
     in_flight = InFlightRequests()
     app.middlewares.insert(0, in_flight.middleware)  # outermost: counts the whole handler chain
     runner = GracefulRunner(

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from rhinobox.backends import make_blob_store, make_catalog
+from rhinobox.backends import make_arbiter, make_blob_store, make_catalog, shares_data_dir
 from rhinobox.blobs.layout import SPOOL_DIRNAME
 from rhinobox.blobs.store import BlobStore
 from rhinobox.catalog.base import Catalog
@@ -39,11 +39,11 @@ from rhinobox.catalog.sqlite import SQLiteCatalog
 from rhinobox.datadir import DataDirLock
 from rhinobox.group_state import metrics_dir, remove_spool_of, reset_group_dir, write_reconcile_report
 from rhinobox.http.metrics import MULTIPROC_ENV
+from rhinobox.instances import ServerHome
 from rhinobox.jobs.manager import INTERRUPTED_AT_START
 from rhinobox.jobs.sqlite import job_store_for
 from rhinobox.member import Handoff
-from rhinobox.reconcile import ReconcileReport, check_after_unclean_stop, reconcile
-from rhinobox.runmarker import RunMarker
+from rhinobox.reconcile import ReconcileReport, check_after_unclean_stop, finish_pending_removals, reconcile
 from rhinobox.server import CANCEL_GRACE, LISTEN_BACKLOG, LISTENING_BANNER
 from rhinobox.settings import Settings
 
@@ -69,12 +69,13 @@ def supervise(settings: Settings) -> int:
 
     Raises DataDirLocked if another server holds the directory.
     """
-    lock = DataDirLock(settings.data_dir)
+    shared = shares_data_dir(settings)
+    lock = DataDirLock(settings.data_dir, shared=shared)
     lock.acquire()
     try:
         listen = _bind(settings.host, settings.port)
         try:
-            return asyncio.run(_Group(settings, lock, listen).run())
+            return asyncio.run(_Group(settings, lock, listen, ServerHome(settings.data_dir, shared=shared)).run())
         finally:
             listen.close()
     finally:
@@ -110,6 +111,7 @@ class _Group:
     settings: Settings
     lock: DataDirLock
     listen: socket.socket
+    home: ServerHome  # the group's run marker, and its own directory where servers share the data directory
     members: dict[int, _Member] = field(default_factory=dict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     restarts: int = 0
@@ -119,20 +121,19 @@ class _Group:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        marker = RunMarker(self.settings.data_dir)
-        await loop.run_in_executor(None, marker.begin)
+        await loop.run_in_executor(None, self.home.begin)
         clean = False
         try:
-            async with self._started_storage(marker) as (store, catalog, report):
+            async with self._started_storage() as (store, catalog, report):
                 status = await self._serve(store, catalog, report)
             clean = status == 0
             return status
         finally:
-            await loop.run_in_executor(None, marker.end if clean else marker.release)
+            await loop.run_in_executor(None, self.home.end if clean else self.home.release)
 
     async def _serve(self, store: BlobStore, catalog: Catalog, report: ReconcileReport) -> int:
         data_dir = self.settings.data_dir
-        env = {**os.environ, MULTIPROC_ENV: os.fspath(metrics_dir(data_dir))}
+        env = {**os.environ, MULTIPROC_ENV: os.fspath(metrics_dir(self.home.path))}
         background: asyncio.Task[None] | None = None
         try:
             try:
@@ -163,24 +164,28 @@ class _Group:
     # -- start-up, once for the whole group ----------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _started_storage(self, marker: RunMarker) -> AsyncIterator[tuple[BlobStore, Catalog, ReconcileReport]]:
+    async def _started_storage(self) -> AsyncIterator[tuple[BlobStore, Catalog, ReconcileReport]]:
         """Open the store and catalog, remove stale spool files, check after an unclean stop; close after."""
-        settings = self.settings
+        settings, home = self.settings, self.home
+        marker = home.marker
         loop = asyncio.get_running_loop()
-        store = make_blob_store(settings)
+        store = make_blob_store(settings, instance_dir=home.instance_dir)
         await loop.run_in_executor(None, store.open)
         try:
             stale = await loop.run_in_executor(None, store.remove_stale_spool)
             if stale:
                 log.warning("removed %d spool file(s) left by an earlier run", stale)
+            stale += await loop.run_in_executor(None, home.remove_dead_spool)
             catalog = make_catalog(settings, store)
             await catalog.open()  # migrates the schema before any member opens it
             try:
                 report = ReconcileReport(stale_spool_files=stale, unclean_stop=marker.check_since is not None)
+                await finish_pending_removals(store, catalog, make_arbiter(catalog), settings.data_dir)
                 await check_after_unclean_stop(store, catalog, marker, report, settings.data_dir)
                 await self._interrupt_jobs(catalog)
-                await loop.run_in_executor(None, reset_group_dir, settings.data_dir)
-                await loop.run_in_executor(None, write_reconcile_report, settings.data_dir, report)
+                await loop.run_in_executor(None, reset_group_dir, home.path)
+                await loop.run_in_executor(None, write_reconcile_report, home.path, report)
+                await loop.run_in_executor(None, home.started)  # dead servers' windows checked: the next start's turn
                 yield store, catalog, report
             finally:
                 await catalog.close()
@@ -205,19 +210,20 @@ class _Group:
         write = write_reconcile_report
         try:
             task = asyncio.create_task(reconcile(store, catalog, report))
-            await loop.run_in_executor(None, write, self.settings.data_dir, report)  # now `running`
+            await loop.run_in_executor(None, write, self.home.path, report)  # now `running`
             await task
         except Exception:
             log.exception("reconciliation failed")
-        await loop.run_in_executor(None, write, self.settings.data_dir, report)
+        await loop.run_in_executor(None, write, self.home.path, report)
 
     # -- members ---------------------------------------------------------------------------------
 
     async def _start(self, slot: int, env: dict[str, str]) -> None:
         """Start the member of `slot` and wait until it serves; GroupStartFailed if it exits first."""
         fds = [self.listen.fileno()]
-        if self.lock.fileno is not None:
-            fds.append(self.lock.fileno)
+        for held in (self.lock.fileno, self.home.own.fileno if self.home.own is not None else None):
+            if held is not None:
+                fds.append(held)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -231,7 +237,7 @@ class _Group:
         self.members[slot] = member
         member.reader = asyncio.create_task(self._read_output(member))
         assert proc.stdin is not None
-        handoff = Handoff(self.settings, self.listen.fileno(), os.getpid(), slot)
+        handoff = Handoff(self.settings, self.listen.fileno(), os.getpid(), slot, self.home.instance_dir)
         with contextlib.suppress(ConnectionError):  # it died at once: its exit says why
             proc.stdin.write(pickle.dumps(handoff))
             await proc.stdin.drain()
@@ -293,11 +299,11 @@ class _Group:
         from prometheus_client.multiprocess import mark_process_dead
 
         pid = member.proc.pid
-        removed = remove_spool_of(self.settings.data_dir / SPOOL_DIRNAME, pid)
+        removed = remove_spool_of(self.home.path / SPOOL_DIRNAME, pid)
         if removed:
             log.warning("removed %d spool file(s) of serving process %d (pid %d)", removed, member.slot, pid)
         with contextlib.suppress(OSError):
-            mark_process_dead(pid, os.fspath(metrics_dir(self.settings.data_dir)))  # type: ignore[no-untyped-call]
+            mark_process_dead(pid, os.fspath(metrics_dir(self.home.path)))  # type: ignore[no-untyped-call]
 
     async def _stop_all(self) -> None:
         """Stop accepting, SIGTERM every member, wait for each to drain (killing any that overstays)."""

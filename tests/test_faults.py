@@ -1,16 +1,16 @@
 """Storage faults injected with libfiu: EIO and ENOSPC from the POSIX calls of a real server under load.
 
-The server runs under `fiu-run -x` (libfiu's POSIX wrappers preloaded, remote control through a fifo).
-Rounds of faults (every failure point failing with probability `FAULT_PROBABILITY`, each with its own
-errno) hit concurrent single and batch uploads, resumable (tus) uploads and deletes. Every answer is a
-success or the JSON error shape with a storage code (507 `insufficient_storage`, 500 `storage_error`):
-never text, never `internal`, never a lost connection. Once the faults stop the server serves again,
-and afterwards every answered upload reads back byte-identical, no spool or temporary file is left,
-every catalog row has an intact blob, `rhinobox verify` is clean and the server restarts cleanly.
-
-Not reached: the blob commit's `renameat2` and the group `syncfs` go through ctypes on libc's own
-handle, which no preload interposes (and libfiu wraps neither); a real full disk covers that commit
-(tests/test_disk_full.py), planted damage the start after it (tests/test_startup.py).
+The server runs under `fiu-run -x` (libfiu's POSIX wrappers preloaded, remote control through a fifo)
+plus tests/fiu_extra.c, built here with gcc and preloaded after them: failure points for `renameat2`
+(the blob commit) and `syncfs` (the grouped sync), which libfiu does not wrap. Rounds of faults (every
+failure point failing with probability `FAULT_PROBABILITY`, each with its own errno) hit concurrent
+single and batch uploads, resumable (tus) uploads and deletes. Every answer is a success or the JSON
+error shape with a storage code (507 `insufficient_storage`, 500 `storage_error`): never text, never
+`internal`, never a lost connection. Once the faults stop the server serves again (after a failed
+`syncfs`, once restarted: it refuses durable answers until then), and afterwards every answered upload
+reads back byte-identical, no spool or temporary file is left, every catalog row has an intact blob,
+`rhinobox verify` is clean (no orphan either: a blob whose removal failed is removed later) and the
+server restarts cleanly.
 """
 
 from __future__ import annotations
@@ -40,9 +40,14 @@ from tests.server_process import RhinoBoxProcess, blob_problems, catalog_rows, r
 
 FIU_RUN: Final = shutil.which("fiu-run")
 FIU_CTRL: Final = shutil.which("fiu-ctrl")
+GCC: Final = shutil.which("gcc")
+EXTRA_POINTS_SOURCE: Final = Path(__file__).with_name("fiu_extra.c")
 
-# libfiu's names for the calls the write path makes (fiu-utils' function_list). `unlink` gets rounds
-# of its own: a spool file whose removal failed can only go at the next start.
+# libfiu's names for the calls the write path makes (fiu-utils' function_list), and tests/fiu_extra.c's
+# for renameat2. `unlink` gets rounds of its own: a spool file whose removal failed can only go at the
+# next start. `syncfs` too: a failed sync makes the server refuse durable answers until restarted.
+RENAMEAT2_POINT: Final = "posix/io/rename/renameat2"
+SYNCFS_POINT: Final = "posix/io/sync/syncfs"
 WRITE_POINTS: Final = (
     "posix/io/rw/write",
     "posix/io/rw/writev",
@@ -51,11 +56,15 @@ WRITE_POINTS: Final = (
     "posix/io/sync/fdatasync",
     "posix/io/oc/open",
     "posix/io/dir/rename",
+    RENAMEAT2_POINT,
 )
 UNLINK_POINT: Final = "posix/io/dir/unlink"
 ERRNOS: Final = (errno.EIO, errno.ENOSPC)
 FAULT_PROBABILITY: Final = 0.01  # per call: a small upload makes about ten, so about one request in five fails
+# A failed syncfs is for good (until a restart): likely within its round, if rarely at its very start.
+SYNCFS_PROBABILITY: Final = 0.05
 ROUNDS: Final = 6  # the first half without unlink faults, the second half with
+SYNC_ROUNDS: Final = 1  # then every point and syncfs too, each such round followed by a restart if a sync failed
 ROUND_SECONDS: Final = 2.0
 CLIENTS: Final = 4
 SEED: Final = 20261207
@@ -75,16 +84,36 @@ UPLOAD_CODES: Final = {409: {"upload_offset_mismatch", "upload_failed"}}
 STDLIB_LOOP_SHIM: Final = '"""uvloop.run on the stdlib loop (tests/test_faults.py)."""\nfrom asyncio import run\n'
 
 
+# fiu-run sets LD_PRELOAD to libfiu's libraries: this runs the server with the extra points after them.
+WITH_EXTRA_PRELOAD: Final = 'preload=$1; shift; export LD_PRELOAD="$LD_PRELOAD $preload"; exec "$@"'
+
+
+def build_extra_points(directory: Path) -> Path:
+    """tests/fiu_extra.c compiled into `directory`: the preload library with renameat2's and syncfs's points."""
+    assert GCC is not None, "the test command installs gcc and libc6-dev (scripts/test-packages.txt)"
+    library = directory / "fiu_extra.so"
+    command = [GCC, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(library), str(EXTRA_POINTS_SOURCE), "-ldl"]
+    built = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert built.returncode == 0, built.stderr
+    return library
+
+
+def chance(point: str) -> str:
+    return f"probability={SYNCFS_PROBABILITY if point == SYNCFS_POINT else FAULT_PROBABILITY}"
+
+
 class FaultControl:
     """Failure points of one process started under `fiu-run -x -f PREFIX`, switched with `fiu-ctrl`."""
 
-    def __init__(self, prefix: Path) -> None:
+    def __init__(self, prefix: Path, extra_points: Path) -> None:
         self.prefix = prefix
+        self.extra_points = extra_points
         self.enabled: list[str] = []
 
     def wrapper(self) -> list[str]:
         assert FIU_RUN is not None
-        return [FIU_RUN, "-x", "-f", str(self.prefix)]
+        fiu = [FIU_RUN, "-x", "-f", str(self.prefix)]
+        return [*fiu, "sh", "-c", WITH_EXTRA_PRELOAD, "sh", str(self.extra_points)]
 
     def _send(self, pid: int, *commands: str) -> None:
         assert FIU_CTRL is not None
@@ -96,10 +125,14 @@ class FaultControl:
         assert "error" not in done.stdout, done.stdout
 
     def enable(self, pid: int, faults: dict[str, int]) -> None:
-        """Each point fails with probability FAULT_PROBABILITY, with its errno."""
-        chance = f"probability={FAULT_PROBABILITY}"
-        self._send(pid, *(f"enable_random name={name},{chance},failinfo={code}" for name, code in faults.items()))
+        """Each point fails with probability FAULT_PROBABILITY (syncfs: SYNCFS_PROBABILITY), with its errno."""
+        self._send(pid, *(f"enable_random name={name},{chance(name)},failinfo={code}" for name, code in faults.items()))
         self.enabled.extend(faults)
+
+    def enable_always(self, pid: int, name: str, code: int) -> None:
+        """`name` fails on every call, with errno `code`."""
+        self._send(pid, f"enable name={name},failinfo={code}")
+        self.enabled.append(name)
 
     def clear(self, pid: int) -> None:
         if self.enabled:
@@ -117,12 +150,21 @@ class Tally:
     deleted: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)  # content of uploads answered with an error
     unsettled: set[str] = field(default_factory=set)  # a failed delete: present or gone, both are fine
-    abandoned: list[str] = field(default_factory=list)  # tus upload URLs whose requests failed
+    abandoned: list[str] = field(default_factory=list)  # tus upload paths whose requests failed
     wrong: list[str] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
         return sum(self.answers.values())
+
+    def fail(self, data: bytes) -> None:
+        """An upload of `data` answered with an error: stored or not, either may be true (a record whose
+        commit landed before its sync failed is answered with the error), so a delete of it is unsettled."""
+        digest = blake3_hex(data)
+        self.failed.add(digest)
+        if digest in self.deleted:
+            self.deleted.discard(digest)
+            self.unsettled.add(digest)
 
     def keep(self, result: dict[str, Any], data: bytes, origin: str) -> None:
         if result.get("status") not in ("stored", "duplicate") or result.get("hash") != blake3_hex(data):
@@ -172,14 +214,15 @@ async def ingest(session: aiohttp.ClientSession, url: str, files: list[bytes], t
     async with session.post(url + "/ingest", data=form(named)) as response:
         document = await answer_of(response, tally, "POST /ingest")
     if not isinstance(document, dict) or "results" not in document:
-        tally.failed.update(blake3_hex(data) for data in files)
+        for data in files:
+            tally.fail(data)
         return
     for data, result in zip(files, document["results"], strict=True):
         tally.files[result["status"] if result["status"] != "error" else result["error"]["code"]] += 1
         if result["status"] != "error":
             tally.keep(result, data, "POST /ingest")
             continue
-        tally.failed.add(blake3_hex(data))
+        tally.fail(data)
         if result["error"]["code"] not in FAULT_CODES[500] | FAULT_CODES[507]:
             tally.wrong.append(f"POST /ingest file: {result}")
 
@@ -191,17 +234,17 @@ async def tus_upload(session: aiohttp.ClientSession, url: str, data: bytes, tall
     async with session.post(url + "/uploads/", headers=headers) as response:
         await answer_of(response, tally, "POST /uploads/")
         if response.status != 201:
-            tally.failed.add(blake3_hex(data))
+            tally.fail(data)
             return
-        location = url + response.headers["Location"]
+        location = response.headers["Location"]  # a path: a restart after a failed sync changes the port
     half = len(data) // 2
     for offset, chunk in ((0, data[:half]), (half, data[half:])):
         chunk_headers = {**TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
-        async with session.patch(location, data=chunk, headers=chunk_headers) as response:
+        async with session.patch(url + location, data=chunk, headers=chunk_headers) as response:
             await answer_of(response, tally, "PATCH /uploads/{id}")
             if response.status != 204:
                 tally.abandoned.append(location)
-                tally.failed.add(blake3_hex(data))
+                tally.fail(data)
                 return
             result = response.headers.get("RhinoBox-Result")
     if result is None:
@@ -279,7 +322,7 @@ async def terminate(url: str, locations: list[str]) -> None:
     """Drop abandoned resumable uploads (their partial files are state, not leftovers)."""
     async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
         for location in locations:
-            async with session.delete(location, headers=TUS) as response:
+            async with session.delete(url + location, headers=TUS) as response:
                 assert response.status in (204, 404), await response.text()
 
 
@@ -306,8 +349,9 @@ def leftovers(data_dir: Path) -> list[Path]:
 
 
 def fault_rounds(rng: random.Random) -> Iterator[dict[str, int]]:
-    for number in range(ROUNDS):
+    for number in range(ROUNDS + SYNC_ROUNDS):
         points = WRITE_POINTS + ((UNLINK_POINT,) if number >= ROUNDS // 2 else ())
+        points += (SYNCFS_POINT,) if number >= ROUNDS else ()
         yield {point: rng.choice(ERRNOS) for point in points}
 
 
@@ -317,21 +361,88 @@ def server_errors_logged(log_path: Path) -> list[str]:
     return [line for line in lines if "unhandled error" in line or "Error handling request" in line]
 
 
-async def run_faults(server: RhinoBoxProcess, control: FaultControl, rng: random.Random, tally: Tally) -> int:
+def removals_deferred(log_path: Path) -> int:
+    """Blobs whose removal failed and was left for a retry, as logged (a log write can fail too: at least)."""
+    return sum("(will retry)" in line for line in log_path.read_text(errors="replace").splitlines())
+
+
+async def sync_failed(url: str) -> bool:
+    """Whether the server says a sync failed (`/healthz` problem `blob_sync`): durable answers are refused."""
+    async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session, session.get(url + "/healthz") as response:
+        health = await response.json()
+    return "blob_sync" in health["problems"]
+
+
+@dataclass
+class FaultedServer:
+    """The server under faults: one process, or the next one when a failed sync needed a restart."""
+
+    server: RhinoBoxProcess
+    control: FaultControl
+    sync_restarts: list[int] = field(default_factory=list)  # exit status of each process a failed sync stopped
+
+    @property
+    def pid(self) -> int:
+        assert self.server.proc is not None
+        return self.server.proc.pid
+
+    async def restart_if_sync_failed(self, rng: random.Random) -> None:
+        """After a failed sync: uploads get its storage error until a restart, whose start-up check then runs."""
+        if not await sync_failed(self.server.url):
+            return
+        async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
+            named = [("refused.bin", payload(rng))]
+            async with session.post(self.server.url + "/ingest", data=form(named)) as response:
+                assert error_code(await response.json()) in FAULT_CODES.get(response.status, set()), response.status
+        self.sync_restarts.append(self.server.stop())
+        self.server.start()
+
+
+async def run_faults(faulted: FaultedServer, rng: random.Random, tally: Tally) -> int:
     """The fault rounds; returns the spool files left by failed unlinks (removed at the next start)."""
-    assert server.proc is not None
-    await serves_cleanly(server.url, rng)  # also imports every module a request needs before `open` fails
+    data_dir = faulted.server.data_dir
+    await serves_cleanly(faulted.server.url, rng)  # also imports every module a request needs before `open` fails
     for number, faults in enumerate(fault_rounds(rng)):
-        control.enable(server.proc.pid, faults)
+        faulted.control.enable(faulted.pid, faults)
         try:
-            await load(server.url, rng, ROUND_SECONDS, tally)
+            await load(faulted.server.url, rng, ROUND_SECONDS, tally)
         finally:
-            control.clear(server.proc.pid)
-        await serves_cleanly(server.url, rng)
+            faulted.control.clear(faulted.pid)
+        if SYNCFS_POINT in faults:
+            await faulted.restart_if_sync_failed(rng)
+        await serves_cleanly(faulted.server.url, rng)
         if UNLINK_POINT not in faults:
-            assert leftovers(server.data_dir) == [], f"round {number} left files behind"
-    await terminate(server.url, tally.abandoned)
-    return len(leftovers(server.data_dir))
+            assert leftovers(data_dir) == [], f"round {number} left files behind"
+    await terminate(faulted.server.url, tally.abandoned)
+    return len(leftovers(data_dir))
+
+
+async def verify_findings(data_dir: Path) -> list[tuple[str, str]]:
+    """`rhinobox verify`'s findings: ("orphan" | "corrupt" | "missing", digest)."""
+    verified = await asyncio.to_thread(run_cli, "verify", "--data-dir", str(data_dir))
+    findings = [
+        (kind, digest)
+        for kind, _, digest in (line.partition(" ") for line in verified.stdout.splitlines())
+        if kind in ("orphan", "corrupt", "missing")
+    ]
+    assert verified.returncode == (1 if findings else 0), verified.stdout + verified.stderr
+    return findings
+
+
+async def restart_problems(data_dir: Path, tally: Tally) -> list[str]:
+    """Start the server again, without faults, and stop it: what is wrong with what it finds (target none)."""
+    problems: list[str] = []
+    again = RhinoBoxProcess(data_dir, RHINOBOX_FSYNC="always").start()
+    try:
+        problems += [f"left over after the start: {path.name}" for path in leftovers(data_dir)]
+        rows = catalog_rows(data_dir)
+        problems += blob_problems(data_dir, rows)  # catalog rows without an intact blob
+        problems += [f"answered, missing after the restart: {digest}" for digest in set(tally.stored) - set(rows)]
+        problems += [f"deleted, back after the restart: {digest}" for digest in tally.deleted & set(rows)]
+        problems += await read_back(again.url, tally)
+    finally:
+        status = again.stop()
+    return problems + ([f"the restarted server stopped with status {status}"] if status else [])
 
 
 @dataclass
@@ -342,53 +453,76 @@ class Outcome:
     left_by_unlink: int  # spool files whose removal failed: the next start removes them
     unreadable: list[str]  # answered uploads that did not read back
     exit_status: int
+    sync_restarts: list[int]  # exit status of each process stopped because a sync had failed
     escaped: list[str]  # log lines of errors no handler answered
-    verify_findings: list[tuple[str, str]]  # ("orphan" | "corrupt" | "missing", digest)
+    deferred: int  # blob removals that failed and were retried later
+    verify_findings: list[tuple[str, str]]  # once the server under faults stopped
+    restart_problems: list[str]  # found by a restart without faults
+    final_findings: list[tuple[str, str]]  # once that restart stopped
 
     def figures(self) -> str:
         answers = ", ".join(f"{status} {code or '-'}: {n}" for (status, code), n in sorted(self.tally.answers.items()))
         files = ", ".join(f"{outcome}: {n}" for outcome, n in sorted(self.tally.files.items()))
         findings = Counter(kind for kind, _ in self.verify_findings)
+        final = Counter(kind for kind, _ in self.final_findings)
         return (
-            f"{ROUNDS} rounds x {ROUND_SECONDS:g} s, {CLIENTS} clients, points {len(WRITE_POINTS)} "
-            f"(+ unlink in {ROUNDS - ROUNDS // 2} rounds) at p={FAULT_PROBABILITY:g}, errno EIO/ENOSPC\n"
+            f"{ROUNDS + SYNC_ROUNDS} rounds x {ROUND_SECONDS:g} s, {CLIENTS} clients, points {len(WRITE_POINTS)} "
+            f"(+ unlink in {ROUNDS + SYNC_ROUNDS - ROUNDS // 2} rounds, + syncfs in {SYNC_ROUNDS} at "
+            f"p={SYNCFS_PROBABILITY:g}) at p={FAULT_PROBABILITY:g}, errno EIO/ENOSPC\n"
             f"requests answered: {self.tally.requests}; by status and code: {answers}\n"
             f"files in batch answers: {files}\n"
             f"answers outside the contract: {len(self.tally.wrong)}; answered uploads unreadable: "
             f"{len(self.unreadable)}; spool files left by failed unlinks: {self.left_by_unlink}; "
-            f"verify: {dict(findings) or 'clean'}"
+            f"restarts after a failed sync: {len(self.sync_restarts)}; blob removals deferred: {self.deferred}\n"
+            f"verify at stop: {dict(findings) or 'clean'}; problems after a restart: {len(self.restart_problems)}; "
+            f"verify after it: {dict(final) or 'clean'}"
         )
 
 
 async def run_under_faults(tmp_path: Path, rng: random.Random) -> Outcome:
-    """Start the server under fiu-run, run the fault rounds, read everything back, stop it, verify."""
+    """Start the server under fiu-run, run the fault rounds, read everything back, stop it, verify;
+    then restart it without faults, check the store, stop it and verify again."""
     data_dir = tmp_path / "data"
-    control = FaultControl(tmp_path / "fiu")
+    control = FaultControl(tmp_path / "fiu", build_extra_points(tmp_path))
     shim = tmp_path / "shim"
     shim.mkdir(exist_ok=True)
     (shim / "uvloop.py").write_text(STDLIB_LOOP_SHIM)
     env = {"RHINOBOX_FSYNC": "always", "RHINOBOX_WORKERS": "4", "FIU_PRNG_SEED": str(SEED), "PYTHONPATH": str(shim)}
     tally = Tally()
-    server = RhinoBoxProcess(data_dir, wrapper=control.wrapper(), **env).start()
+    faulted = FaultedServer(RhinoBoxProcess(data_dir, wrapper=control.wrapper(), **env).start(), control)
     try:
-        left_by_unlink = await run_faults(server, control, rng, tally)
-        unreadable = await read_back(server.url, tally)
+        left_by_unlink = await run_faults(faulted, rng, tally)
+        unreadable = await read_back(faulted.server.url, tally)
     finally:
-        exit_status = server.stop()
-    verified = await asyncio.to_thread(run_cli, "verify", "--data-dir", str(data_dir))
-    findings = [
-        (kind, digest)
-        for kind, _, digest in (line.partition(" ") for line in verified.stdout.splitlines())
-        if kind in ("orphan", "corrupt", "missing")
-    ]
-    assert verified.returncode == (1 if findings else 0), verified.stdout + verified.stderr
-    return Outcome(tally, left_by_unlink, unreadable, exit_status, server_errors_logged(server.log_path), findings)
+        exit_status = faulted.server.stop()
+    findings = await verify_findings(data_dir)
+    log_path = faulted.server.log_path
+    escaped, deferred = server_errors_logged(log_path), removals_deferred(log_path)
+    problems = await restart_problems(data_dir, tally)
+    final = await verify_findings(data_dir)
+    return Outcome(
+        tally,
+        left_by_unlink,
+        unreadable,
+        exit_status,
+        faulted.sync_restarts,
+        escaped,
+        deferred,
+        findings,
+        problems,
+        final,
+    )
+
+
+def require_tools() -> None:
+    installed = "the test command installs fiu-utils, gcc and libc6-dev (scripts/test-packages.txt)"
+    assert FIU_RUN is not None, installed
+    assert FIU_CTRL is not None, installed
+    assert GCC is not None, installed
 
 
 async def test_storage_faults_answer_json_and_leave_the_store_whole(tmp_path: Path) -> None:
-    installed = "the test command installs fiu-utils (scripts/test-packages.txt)"
-    assert FIU_RUN is not None, installed
-    assert FIU_CTRL is not None, installed
+    require_tools()
     outcome = await run_under_faults(tmp_path, random.Random(SEED))
     tally = outcome.tally
     print("\n" + outcome.figures())
@@ -396,24 +530,62 @@ async def test_storage_faults_answer_json_and_leave_the_store_whole(tmp_path: Pa
     assert outcome.escaped == [], "errors that no handler answered"
     assert outcome.unreadable == [], "answered uploads that do not read back"
     assert outcome.exit_status == 0, "the server did not stop cleanly"
+    # After a failed sync the stop is not clean (the next start checks the store), but it is a stop, not a kill.
+    assert all(status > 0 for status in outcome.sync_restarts), outcome.sync_restarts
     assert any(status >= 500 for status, _ in tally.answers), "no fault was ever answered: the test proved nothing"
-    # A blob without an entry is what a failed unlink leaves (a failed request's cleanup, a delete's
-    # second step): only the content of requests answered with an error may be one.
+    # A failed unlink may leave a blob without an entry (a failed request's cleanup, a delete's second
+    # step) until its removal is retried: by the stop, or by the next start. Only content of requests
+    # answered with an error may be one, and none is left once the server has restarted.
     assert [finding for finding in outcome.verify_findings if finding[0] != "orphan"] == []
     orphans = {digest for _, digest in outcome.verify_findings}
     assert orphans <= tally.failed | tally.unsettled, "a blob without an entry that no failed request explains"
+    assert outcome.restart_problems == []
+    assert outcome.final_findings == [], "rhinobox verify after the restart"
 
-    data_dir = tmp_path / "data"
-    again = RhinoBoxProcess(data_dir, RHINOBOX_FSYNC="always").start()
+
+# -- Each extra failure point really fails the call (tests/fiu_extra.c is in effect) ------------------
+
+
+async def test_a_failing_renameat2_stores_nothing_until_it_works_again(tmp_path: Path) -> None:
+    require_tools()
+    control = FaultControl(tmp_path / "fiu", build_extra_points(tmp_path))
+    data = random.Random(4).randbytes(4096)
+    with RhinoBoxProcess(tmp_path / "data", wrapper=control.wrapper(), RHINOBOX_FSYNC="always") as server:
+        assert server.proc is not None
+        control.enable_always(server.proc.pid, RENAMEAT2_POINT, errno.EIO)
+        async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
+            async with session.post(server.url + "/ingest", data=form([("a.bin", data)])) as response:
+                assert (response.status, error_code(await response.json())) == (500, "storage_error")
+            assert blob_files(server.data_dir) == {}
+            assert spool_files(server.data_dir) == []
+            control.clear(server.proc.pid)
+            async with session.post(server.url + "/ingest", data=form([("a.bin", data)])) as response:
+                assert (await response.json())["results"][0]["status"] == "stored"
+    assert set(blob_files(tmp_path / "data")) == {blake3_hex(data)}
+
+
+async def test_a_failing_syncfs_refuses_durable_answers_until_restarted(tmp_path: Path) -> None:
+    require_tools()
+    control = FaultControl(tmp_path / "fiu", build_extra_points(tmp_path))
+    data = random.Random(5).randbytes(4096)
+    server = RhinoBoxProcess(tmp_path / "data", wrapper=control.wrapper(), RHINOBOX_FSYNC="always").start()
     try:
-        assert leftovers(data_dir) == [], "the start did not remove what failed unlinks left"
-        rows = catalog_rows(data_dir)
-        assert blob_problems(data_dir, rows) == [], "catalog rows without an intact blob"
-        assert set(tally.stored) <= set(rows), "answered uploads missing after the restart"
-        assert not tally.deleted & set(rows), "deleted uploads back after the restart"
-        assert await read_back(again.url, tally) == []
+        assert server.proc is not None
+        control.enable_always(server.proc.pid, SYNCFS_POINT, errno.EIO)
+        async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
+            async with session.post(server.url + "/ingest", data=form([("a.bin", data)])) as response:
+                assert (response.status, error_code(await response.json())) == (500, "storage_error")
+            control.clear(server.proc.pid)
+            assert await sync_failed(server.url)
     finally:
-        assert again.stop() == 0
+        assert server.stop() != 0, "a run whose sync failed must not stop as if clean"
+    with RhinoBoxProcess(tmp_path / "data", RHINOBOX_FSYNC="always") as again:
+        async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
+            assert not await sync_failed(again.url)
+            async with session.post(again.url + "/ingest", data=form([("a.bin", data)])) as response:
+                assert (await response.json())["results"][0]["status"] in ("stored", "duplicate")
+            async with session.get(f"{again.url}/files/{blake3_hex(data)}") as response:
+                assert await response.read() == data
 
 
 # -- The cleanup the fault run relies on, without libfiu: a failed record leaves no blob behind --------

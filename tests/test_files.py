@@ -61,7 +61,7 @@ async def download_client(
     """The app serving downloads from a local file (sendfile) or through `BlobStore.read_range`."""
     if request.param == "read_range":
         monkeypatch.setattr(
-            "rhinobox.app.make_blob_store", lambda s: StreamingOnlyStore(s.data_dir, durable=False), raising=False
+            "rhinobox.app.make_blob_store", lambda s, **_: StreamingOnlyStore(s.data_dir, durable=False), raising=False
         )
     client = await aiohttp_client(create_app(settings))
     assert isinstance(client.app[STORE], StreamingOnlyStore) == (request.param == "read_range")

@@ -19,9 +19,19 @@ _AT_FDCWD: Final = -100
 _RENAME_NOREPLACE: Final = 1
 _SYNC_FILE_RANGE_WRITE: Final = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-_syncfs = getattr(_libc, "syncfs", None)
-_sync_file_range = getattr(_libc, "sync_file_range", None)
+# Looked up in the process's global scope, not on libc's own handle: an LD_PRELOADed wrapper (a
+# fault injector's, tests/fiu_extra.c) must win, as it does for the calls Python makes itself.
+_global = ctypes.CDLL(None, use_errno=True)
+
+
+def _function(name: str) -> ctypes._NamedFuncPointer | None:
+    """`name` as the dynamic linker resolves it for the process (libc's where nothing interposes)."""
+    return getattr(_global, name, None) or getattr(_libc, name, None)
+
+
+_renameat2 = _function("renameat2")
+_syncfs = _function("syncfs")
+_sync_file_range = _function("sync_file_range")
 if _sync_file_range is not None:
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 

@@ -28,6 +28,7 @@ __all__ = ["LocalBlobStore"]
 
 log = logging.getLogger(__name__)
 READ_CHUNK: Final = 256 * 1024
+PEER_NAME_SLACK_S: Final = 2.0  # as rhinobox.runmarker's clock slack: a rename's coarse timestamp
 
 
 class LocalBlobStore:
@@ -36,13 +37,20 @@ class LocalBlobStore:
     inline_io = True
     names_may_outlive_bytes = True  # commit renames, then one grouped sync covers the bytes and the name
 
-    def __init__(self, data_dir: Path, *, durable: bool) -> None:
+    def __init__(self, data_dir: Path, *, durable: bool, instance_dir: Path | None = None) -> None:
+        """`instance_dir`: this server's own directory where several servers share the data directory
+        (rhinobox.instances), holding its spool and group files; None: the data directory is its alone."""
         self.root = data_dir / BLOBS_DIRNAME
+        home = data_dir if instance_dir is None else instance_dir
         # A serving process of a group finds its group's sync record here (rhinobox.group_state).
-        self._group_dir = data_dir / GROUP_DIRNAME
+        self._group_dir = home / GROUP_DIRNAME
         self._root_str = os.fspath(self.root)
-        self._spool_dir = data_dir / SPOOL_DIRNAME
+        self._spool_dir = home / SPOOL_DIRNAME
         self._durable = durable
+        # Other servers name blobs here too, and this one's renames are all it tracks: a blob another
+        # server named since shortly before this one's last sync may not be durable yet (`needs_flush`).
+        self._peers = instance_dir is not None
+        self._synced_before = 0.0  # wall time the last completed sync began
         self._dirfd: int | None = None
         self._syncer: GroupSyncer | None = None
         # Digests renamed in since the last sync began (`_unsynced`), renamed before the running sync
@@ -143,7 +151,21 @@ class LocalBlobStore:
         if not self._durable:
             return False
         with self._lock:
-            return digest in self._renaming or digest in self._unsynced or digest in self._syncing
+            if digest in self._renaming or digest in self._unsynced or digest in self._syncing:
+                return True
+        return self._peers and self._named_since_sync(digest)
+
+    def _named_since_sync(self, digest: str) -> bool:
+        """Whether the blob's name (its inode's change time) may be newer than this store's last sync.
+
+        The kernel stamps a rename with a coarse clock, so a blob named up to PEER_NAME_SLACK_S before
+        that sync began counts as newer too: a duplicate of it then waits for one more sync.
+        """
+        try:
+            named = os.stat(self._path_str(digest)).st_ctime
+        except FileNotFoundError:
+            return False
+        return named >= self._synced_before - PEER_NAME_SLACK_S
 
     async def flush(self) -> None:
         if self._durable and self._syncer is not None:
@@ -196,6 +218,7 @@ class LocalBlobStore:
                 raise
             with self._lock:
                 self._syncing = set()
+            self._synced_before = began
             self.syncs += 1
             if self._on_durable is not None:
                 self._on_durable(began)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from rhinobox.errors import storage_failure
 from rhinobox.ingest.commit import record_files
 from rhinobox.ingest.entry import DUPLICATE, FileEntry
 from rhinobox.ingest.report import UploadMeta
@@ -71,7 +72,10 @@ async def record_known(
         if not await loop.run_in_executor(None, resources.store.contains, digest):
             return False  # the catalog lost its blob: take the body and store it again
         if resources.store.needs_flush(digest) and not resources.catalog.makes_blobs_durable:
-            await resources.store.flush()
+            try:
+                await resources.store.flush()
+            except OSError as exc:  # a failed sync, now or earlier: a storage error, not a 500 `internal`
+                raise storage_failure(exc, "make the stored copy durable") from exc
         entry.digest, entry.size, entry.mime, entry.blob_category = digest, blob.size, blob.mime, blob.category
         entry.status = DUPLICATE
         await record_files(resources, [entry], meta)

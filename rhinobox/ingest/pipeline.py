@@ -15,6 +15,7 @@ from rhinobox.ingest.buffers import ArenaPool
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.coalesce import SingleFileCoalescer
 from rhinobox.ingest.multipart import boundary_from_content_type
+from rhinobox.ingest.pending_removals import PendingRemovals
 from rhinobox.ingest.pins import HashArbiter, HashPins
 from rhinobox.ingest.pool import WorkerPool
 from rhinobox.ingest.report import IngestReport
@@ -60,6 +61,7 @@ class IngestPipeline:
                 min_free_mb=settings.min_free_mb,
             ),
             spool_writeback=store.inline_io and settings.fsync is FsyncMode.ALWAYS,
+            removals=PendingRemovals.in_data_dir(settings.data_dir),
         )
 
     async def warm_up(self) -> None:

@@ -11,6 +11,7 @@ from rhinobox.errors import InsufficientStorage
 from rhinobox.ingest.buffers import ArenaPool
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.coalesce import SingleFileCoalescer
+from rhinobox.ingest.pending_removals import PendingRemovals
 from rhinobox.ingest.pins import HashArbiter
 from rhinobox.ingest.pool import WorkerPool
 from rhinobox.ingest.sniff import MimeSniffer
@@ -47,6 +48,7 @@ class IngestResources:
     limits: IngestLimits
     # A local store syncs each spooled file before answering: start its write-out block by block.
     spool_writeback: bool
+    removals: PendingRemovals  # blobs whose removal failed, retried (rhinobox.ingest.delete)
 
     @property
     def sniffer(self) -> MimeSniffer:

@@ -7,8 +7,8 @@ large updates) so a file is never held whole in memory.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
+import logging
 import os
 import secrets
 from collections.abc import Sequence
@@ -24,6 +24,7 @@ from rhinobox.ingest.sniff import SNIFF_BYTES
 
 __all__ = ["SPOOL_SUFFIX", "SpoolNames", "SpoolWriter", "remove_spool_file", "write_spool_file"]
 
+log = logging.getLogger(__name__)
 SPOOL_SUFFIX: Final = ".spool"
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # Threads BLAKE3 may use on one large update; bounded so hashing does not starve the other workers.
@@ -48,9 +49,17 @@ class SpoolNames:
 
 
 def remove_spool_file(path: str) -> None:
-    """Remove a spool file that may already be gone (renamed into the store, or cleaned up)."""
-    with contextlib.suppress(FileNotFoundError):
+    """Remove a spool file that may already be gone (renamed into the store, or cleaned up).
+
+    Never raises: it runs while a failure is being answered, and a file a failing disk keeps is
+    removed by the next start (stale spool files go before serving).
+    """
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove spool file %s (the next start does): %s", path, exc)
 
 
 def _storage_error(exc: OSError) -> Exception:

@@ -10,10 +10,12 @@ no write either. A record is replaced atomically (write, rename), never edited i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -49,9 +51,21 @@ def is_upload_id(value: str) -> bool:
     return _ID_PATTERN.fullmatch(value) is not None
 
 
+def _writer_tag() -> str:
+    """Who writes a record's temporary file: this host and process (servers on several hosts may share the
+    directory, and a pid says nothing about another host's processes)."""
+    host = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
+    return f"{host}-{os.getpid()}"
+
+
 def _writer_alive(temporary: str) -> bool:
-    """Whether the process named in a record's temporary file (`<id>.json.<pid>.tmp`) still runs."""
-    pid = temporary.rsplit(".", 2)[-2]
+    """Whether the process named in a record's temporary file (`<id>.json.<host>-<pid>.tmp`) still runs.
+
+    Another host's writer counts as alive: its temporary file goes once it is too old to be in flight.
+    """
+    host, _, pid = temporary.rsplit(".", 2)[-2].rpartition("-")
+    if host and host != _writer_tag().partition("-")[0]:
+        return True
     if not pid.isdigit() or int(pid) == os.getpid():  # this process is starting: it wrote none yet
         return False
     try:
@@ -135,7 +149,7 @@ class UploadDirectory:
     def save(self, record: UploadRecord) -> None:
         """Replace the record atomically (and durably when `durable`)."""
         final = self.record_path(record.id)
-        temporary = f"{final}.{os.getpid()}.tmp"  # processes sharing the directory never share one
+        temporary = f"{final}.{_writer_tag()}.tmp"  # processes sharing the directory never share one
         data = json.dumps(asdict(record), separators=(",", ":")).encode()
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
