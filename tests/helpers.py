@@ -9,7 +9,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,6 +21,8 @@ from aiohttp.test_utils import TestClient
 
 import rhinobox.blobs.local as local_module
 from rhinobox.blobs import fsops
+from rhinobox.catalog.base import Catalog, UploadRecord
+from rhinobox.errors import StorageError
 from rhinobox.ingest.buffers import Arena
 from rhinobox.ingest.entry import FileEntry
 from rhinobox.settings import Settings
@@ -311,3 +313,14 @@ def first_sync_fails(monkeypatch: pytest.MonkeyPatch) -> list[OSError]:
 
     monkeypatch.setattr(local_module, "sync_filesystem", failing_once)
     return failures
+
+
+def record_fails_once(monkeypatch: pytest.MonkeyPatch, catalog: Catalog) -> None:
+    """The catalog's next `record_uploads` fails as a failing disk would; later ones work again."""
+    real = catalog.record_uploads
+
+    async def record_uploads(records: Sequence[UploadRecord]) -> None:
+        monkeypatch.setattr(catalog, "record_uploads", real)
+        raise StorageError("could not record the uploads (disk I/O error)")
+
+    monkeypatch.setattr(catalog, "record_uploads", record_uploads)

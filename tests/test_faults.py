@@ -23,7 +23,7 @@ import random
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -32,10 +32,17 @@ import aiohttp
 import pytest
 
 from rhinobox.app import create_app
-from rhinobox.catalog.base import Catalog, UploadRecord
-from rhinobox.errors import StorageError
 from rhinobox.http.keys import CATALOG
-from tests.helpers import AiohttpClient, assert_error, blake3_hex, blob_files, form, make_settings, spool_files
+from tests.helpers import (
+    AiohttpClient,
+    assert_error,
+    blake3_hex,
+    blob_files,
+    form,
+    make_settings,
+    record_fails_once,
+    spool_files,
+)
 from tests.server_process import RhinoBoxProcess, blob_problems, catalog_rows, run_cli
 
 FIU_RUN: Final = shutil.which("fiu-run")
@@ -591,23 +598,12 @@ async def test_a_failing_syncfs_refuses_durable_answers_until_restarted(tmp_path
 # -- The cleanup the fault run relies on, without libfiu: a failed record leaves no blob behind --------
 
 
-def failing_once(monkeypatch: pytest.MonkeyPatch, catalog: Catalog) -> None:
-    """The catalog's next `record_uploads` fails as a failed disk would; later ones work again."""
-    real = catalog.record_uploads
-
-    async def record_uploads(records: Sequence[UploadRecord]) -> None:
-        monkeypatch.setattr(catalog, "record_uploads", real)
-        raise StorageError("could not record the uploads (disk I/O error)")
-
-    monkeypatch.setattr(catalog, "record_uploads", record_uploads)
-
-
 async def test_an_upload_whose_record_fails_leaves_no_blob(
     aiohttp_client: AiohttpClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(data_dir)))
     data = random.Random(1).randbytes(SPOOLED_SIZE)
-    failing_once(monkeypatch, client.app[CATALOG])
+    record_fails_once(monkeypatch, client.app[CATALOG])
     response = await client.post("/ingest", data=form([("a.bin", data)]))
     await assert_error(response, 500, "storage_error")
     assert blob_files(data_dir) == {}
@@ -624,7 +620,7 @@ async def test_a_failed_record_keeps_a_blob_that_a_row_names(
     data = random.Random(2).randbytes(4096)
     first = await client.post("/ingest", data=form([("a.bin", data)]))
     assert (await first.json())["results"][0]["status"] == "stored"
-    failing_once(monkeypatch, client.app[CATALOG])
+    record_fails_once(monkeypatch, client.app[CATALOG])
     response = await client.post("/ingest", data=form([("b.bin", data)]))
     await assert_error(response, 500, "storage_error")
     assert set(blob_files(data_dir)) == {blake3_hex(data)}
@@ -638,7 +634,7 @@ async def test_a_resumable_upload_whose_record_fails_leaves_no_blob(
     data = random.Random(3).randbytes(100_000)
     created = await client.post("/uploads/", headers={**TUS, "Upload-Length": str(len(data))})
     assert created.status == 201
-    failing_once(monkeypatch, client.app[CATALOG])
+    record_fails_once(monkeypatch, client.app[CATALOG])
     headers = {**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
     response = await client.patch(created.headers["Location"], data=data, headers=headers)
     await assert_error(response, 500, "storage_error")

@@ -11,34 +11,30 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from rhinobox.app import create_app
 from rhinobox.blobs.store import BlobStore
-from rhinobox.catalog.base import Catalog, UploadRecord
 from rhinobox.errors import StorageError
 from rhinobox.http.keys import CATALOG, PIPELINE, STORE
 from rhinobox.ingest import delete as delete_module
 from rhinobox.ingest.delete import retry_pending_removals
 from rhinobox.ingest.pending_removals import PENDING_REMOVALS_DIRNAME, PendingRemovals
 from rhinobox.ingest.resources import IngestResources
-from tests.helpers import AiohttpClient, Client, assert_error, blake3_hex, blob_files, form, make_settings
+from tests.helpers import (
+    AiohttpClient,
+    Client,
+    assert_error,
+    blake3_hex,
+    blob_files,
+    form,
+    make_settings,
+    record_fails_once,
+)
 from tests.server_process import RhinoBoxProcess
 from tests.test_startup import reconciled
-
-
-def record_fails_once(monkeypatch: pytest.MonkeyPatch, catalog: Catalog) -> None:
-    """The catalog's next `record_uploads` fails as a failing disk would; later ones work."""
-    real = catalog.record_uploads
-
-    async def record_uploads(records: Sequence[UploadRecord]) -> None:
-        monkeypatch.setattr(catalog, "record_uploads", real)
-        raise StorageError("could not record the uploads (disk I/O error)")
-
-    monkeypatch.setattr(catalog, "record_uploads", record_uploads)
 
 
 def unlink_fails_once(monkeypatch: pytest.MonkeyPatch, store: BlobStore) -> None:

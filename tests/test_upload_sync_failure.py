@@ -97,6 +97,17 @@ async def patch_cut_off(server: RhinoBoxProcess, location: str, offset: int, sen
     assert await wait_until(lambda: answered(server.log_path, request_id), timeout=10)
 
 
+def start_under_libfiu(tmp_path: Path, seed: int) -> tuple[bytes, Path, Path, Path, RhinoBoxProcess]:
+    """A film to upload (its bytes and path), and a server (fsync=always) under fiu-run: data dir, fiu prefix."""
+    assert FIU_RUN is not None, "the test command installs fiu-utils (scripts/test-packages.txt)"
+    data = random.Random(seed).randbytes(SIZE)
+    path = tmp_path / "film.bin"
+    path.write_bytes(data)
+    data_dir, prefix = tmp_path / "data", tmp_path / "fiu"
+    server = RhinoBoxProcess(data_dir, wrapper=[FIU_RUN, "-x", "-f", str(prefix)], RHINOBOX_FSYNC="always").start()
+    return data, path, data_dir, prefix, server
+
+
 async def head_offset(session: aiohttp.ClientSession, upload_url: str) -> int:
     """The offset a tus client resumes from (HEAD's `Upload-Offset`)."""
     async with session.head(upload_url, headers=TUS) as response:
@@ -108,12 +119,7 @@ async def head_offset(session: aiohttp.ClientSession, upload_url: str) -> int:
 async def test_a_failed_sync_goes_back_to_the_durable_offset_and_the_upload_resumes(
     tmp_path: Path, checksum: bool
 ) -> None:
-    assert FIU_RUN is not None, "the test command installs fiu-utils (scripts/test-packages.txt)"
-    data = random.Random(20).randbytes(SIZE)
-    path = tmp_path / "film.bin"
-    path.write_bytes(data)
-    data_dir, prefix = tmp_path / "data", tmp_path / "fiu"
-    server = RhinoBoxProcess(data_dir, wrapper=[FIU_RUN, "-x", "-f", str(prefix)], RHINOBOX_FSYNC="always").start()
+    data, path, data_dir, prefix, server = start_under_libfiu(tmp_path, seed=20)
     try:
         assert server.proc is not None
         client = tus_client.TusClient(f"{server.url}/uploads/")
@@ -154,12 +160,7 @@ async def test_a_failed_sync_goes_back_to_the_durable_offset_and_the_upload_resu
 
 async def test_bytes_kept_from_a_cut_off_patch_are_synced_or_cut_back(tmp_path: Path) -> None:
     """Kept bytes count only once synced: a cut-off PATCH whose sync fails keeps nothing, nor does a failed PATCH."""
-    assert FIU_RUN is not None, "the test command installs fiu-utils (scripts/test-packages.txt)"
-    data = random.Random(22).randbytes(SIZE)
-    path = tmp_path / "film.bin"
-    path.write_bytes(data)
-    data_dir, prefix = tmp_path / "data", tmp_path / "fiu"
-    server = RhinoBoxProcess(data_dir, wrapper=[FIU_RUN, "-x", "-f", str(prefix)], RHINOBOX_FSYNC="always").start()
+    data, path, data_dir, prefix, server = start_under_libfiu(tmp_path, seed=22)
     try:
         assert server.proc is not None
         async with aiohttp.ClientSession() as session:
