@@ -209,3 +209,23 @@ def test_a_database_the_prefilter_cannot_read_turns_it_off_with_a_warning(tmp_pa
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "application/x-rhino-test"]
     assert "soft-magic prefilter off" in done.stderr
+
+
+def test_search_tests_stay_candidates_at_either_end_of_their_range(loaded: Loaded) -> None:
+    """A `search/N` test's bytes at the first and the last start it allows (offset, offset + N - 1),
+    however far: the windowed search for its literal must still find them."""
+    database, prefilter = loaded
+    rng = random.Random(13)
+    checked = 0
+    for test in database.tests:
+        record = test.record
+        if record.type != 20 or not record.str_range or record.offset < 0 or record.flag & 0x81:
+            continue
+        value = record.value[: record.vallen]
+        text_test = record.flag & 0x60 == 0x40
+        for at in (record.offset, record.offset + record.str_range - 1):
+            filler = rng.randbytes(max(4096, at + len(value) + 16))
+            data = filler[:at] + value + filler[at + len(value) :]
+            assert test.index in prefilter.candidates(data, text=text_test), f"line {record.lineno} dropped at {at}"
+            checked += 1
+    assert checked > 200
