@@ -115,6 +115,14 @@ async def head_offset(session: aiohttp.ClientSession, upload_url: str) -> int:
         return int(response.headers["Upload-Offset"])
 
 
+async def assert_store_whole(data_dir: Path, part: Path) -> None:
+    """After the server stopped: `rhinobox verify` passes, the partial file and every leftover are gone."""
+    verified = await asyncio.to_thread(run_cli, "verify", "--data-dir", str(data_dir))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert not part.exists()
+    assert leftovers(data_dir) == []
+
+
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "upload-checksum"])
 async def test_a_failed_sync_goes_back_to_the_durable_offset_and_the_upload_resumes(
     tmp_path: Path, checksum: bool
@@ -152,10 +160,7 @@ async def test_a_failed_sync_goes_back_to_the_durable_offset_and_the_upload_resu
         assert stored == data
     finally:
         assert server.stop() == 0
-    verified = await asyncio.to_thread(run_cli, "verify", "--data-dir", str(data_dir))
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert not part.exists()
-    assert leftovers(data_dir) == []
+    await assert_store_whole(data_dir, part)
 
 
 async def test_bytes_kept_from_a_cut_off_patch_are_synced_or_cut_back(tmp_path: Path) -> None:
@@ -200,10 +205,7 @@ async def test_bytes_kept_from_a_cut_off_patch_are_synced_or_cut_back(tmp_path: 
         assert stored == data
     finally:
         assert server.stop() == 0
-    verified = await asyncio.to_thread(run_cli, "verify", "--data-dir", str(data_dir))
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert not part.exists()
-    assert leftovers(data_dir) == []
+    await assert_store_whole(data_dir, part)
 
 
 @pytest.mark.parametrize("fed", ["behind", "ahead"])
