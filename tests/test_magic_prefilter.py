@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.sniff_corpus import build_corpus
 from benchmarks.workload import small_files
+from rhinobox.ingest import magic_prefilter
 from rhinobox.ingest.magic_cookies import ReducedMagic, database_path, load_prefilter
 from rhinobox.ingest.magic_db import MagicDatabase
 from rhinobox.ingest.magic_literals import required_literals
@@ -229,3 +230,33 @@ def test_search_tests_stay_candidates_at_either_end_of_their_range(loaded: Loade
             assert test.index in prefilter.candidates(data, text=text_test), f"line {record.lineno} dropped at {at}"
             checked += 1
     assert checked > 200
+
+
+def test_text_is_matched_in_one_re2_call_for_the_tests_of_both_passes(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every RE2 call lets go of the GIL, and a worker that does so while the event loop waits for
+    it pays two thread switches: text, which both passes look at, is searched once, with the same
+    candidates as each pass's own sets give."""
+    _, prefilter = loaded
+    calls: list[int] = []
+    add_matches = magic_prefilter._add_matches
+
+    def counted(matched: tuple[object, ...], data: bytes, found: set[int]) -> None:
+        calls.append(1)
+        add_matches(matched, data, found)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(magic_prefilter, "_add_matches", counted)
+    made = [b"#!/bin/sh\necho hi\n", b"<?xml version='1.0'?>\n<svg></svg>\n", b"<!DOCTYPE html>\n<html></html>\n"]
+    texts = made + small_files(random.Random(3), 40, 4096, "text")
+    matched_any = False
+    for data in texts:
+        calls.clear()
+        got = prefilter.candidates(data, True)
+        assert len(calls) == 1
+        by_pass = set(prefilter.always)
+        prefilter.binary.candidates(data, by_pass)
+        prefilter.text.candidates(data, by_pass)
+        assert got == sorted(by_pass)
+        matched_any = matched_any or len(got) > len(prefilter.always) + 5
+    assert matched_any

@@ -5,7 +5,8 @@ for binary content and over 1 ms for 4 KiB of text, and almost all of them fail 
 each test is reduced to a necessary condition: bytes at a fixed offset, or literals one of which
 must occur in a window; one RE2 set (a DFA over all of them, one pass) checks them together, a
 short Python loop the few it cannot express (far offsets, strings ending in zeros, which match
-past the buffer's end).
+past the buffer's end). One RE2 call per buffer: each call lets go of the GIL, and a worker that
+lets go of it while the event loop waits for it pays two thread switches (more than the scan).
 Tests with no such condition (relations other than equality, indirect offsets, DER...) are
 always candidates. The conditions err one way only, towards "may match", so libmagic run on the
 candidates alone gives the answer it gives with the whole database.
@@ -183,6 +184,34 @@ def _compiled(patterns: dict[bytes, list[int]], anchored: bool) -> tuple[re2.Set
     return matcher, tuple(tests)
 
 
+_MatchSet = tuple[re2.Set, tuple[tuple[int, ...], ...]]
+
+
+def _split_sets(patterns: dict[bytes, list[int]]) -> tuple[_MatchSet, ...]:
+    """Two sets: patterns tied to the start stop the scan once all of them have failed (a few bytes
+    in); the others need the whole buffer."""
+    anchored = {p[len(_ANCHOR) :]: tests for p, tests in patterns.items() if p.startswith(_ANCHOR)}
+    anywhere = {p: tests for p, tests in patterns.items() if not p.startswith(_ANCHOR)}
+    return tuple(
+        _compiled(group, anchored=is_anchored) for group, is_anchored in ((anchored, True), (anywhere, False)) if group
+    )
+
+
+def _merged_set(groups: tuple[_TestGroup, ...]) -> _MatchSet:
+    """One search set of every pattern of `groups` (anchored ones keep their \\A)."""
+    patterns: dict[bytes, list[int]] = defaultdict(list)
+    for group in groups:
+        for pattern, tests in group.patterns.items():
+            patterns[pattern].extend(tests)
+    return _compiled(patterns, anchored=False)
+
+
+def _add_matches(matched: _MatchSet, data: bytes, found: set[int]) -> None:
+    matcher, tests = matched
+    for pattern in matcher.Match(data) or ():
+        found.update(tests[pattern])
+
+
 def _skip(lowest: int, highest: int | None) -> bytes:
     """An RE2 prefix: a match starts between `lowest` and `highest` (None: anywhere from `lowest`).
 
@@ -200,7 +229,7 @@ class _TestGroup:
     def __init__(self) -> None:
         self._slow: dict[int, dict[int, list[_FixedTest]]] = defaultdict(lambda: defaultdict(list))
         self._patterns: dict[bytes, list[int]] = defaultdict(list)
-        self._sets: tuple[tuple[re2.Set, tuple[tuple[int, ...], ...]], ...] = ()
+        self._sets: tuple[_MatchSet, ...] = ()
         # (literal, folded, start, end): the tests of a literal to find in data[start:end] (end None: to the end).
         self._anywhere: dict[tuple[bytes, bool, int, int | None], list[int]] = defaultdict(list)
         self._found_by_find: tuple[tuple[bytes, bool, int, int | None, tuple[int, ...]], ...] = ()
@@ -250,15 +279,12 @@ class _TestGroup:
         else:
             for (literal, fold, _, _), tests in self._anywhere.items():  # widened: anywhere in the buffer
                 self._patterns[(b"(?i:" if fold else b"(?:") + re2.escape(literal) + b")"].extend(tests)
-        anchored = {p[len(_ANCHOR) :]: tests for p, tests in self._patterns.items() if p.startswith(_ANCHOR)}
-        anywhere = {p: tests for p, tests in self._patterns.items() if not p.startswith(_ANCHOR)}
-        # Two sets: patterns tied to the start stop the scan once all of them have failed (a few
-        # bytes in); the others need the whole buffer.
-        self._sets = tuple(
-            _compiled(patterns, anchored=is_anchored)
-            for patterns, is_anchored in ((anchored, True), (anywhere, False))
-            if patterns
-        )
+        self._sets = _split_sets(self._patterns)
+
+    @property
+    def patterns(self) -> dict[bytes, list[int]]:
+        """The RE2 patterns (anchored ones start with \\A) and the tests each stands for."""
+        return self._patterns
 
     def _freeze_tables(self) -> None:
         offsets = tuple(sorted(self._slow))
@@ -283,9 +309,12 @@ class _TestGroup:
 
     def candidates(self, data: bytes, found: set[int]) -> None:
         """Add to `found` the tests of this group that may match `data`."""
-        for matcher, tests in self._sets:
-            for pattern in matcher.Match(data) or ():
-                found.update(tests[pattern])
+        for matched in self._sets:
+            _add_matches(matched, data, found)
+        self.candidates_besides_sets(data, found)
+
+    def candidates_besides_sets(self, data: bytes, found: set[int]) -> None:
+        """Add to `found` the tests of this group that may match `data`, but for those of its RE2 sets."""
         for literal, fold, start, end, indices in self._found_by_find:
             # Searched in its window only (a 2-byte memmem over 4 KiB costs microseconds).
             if fold:
@@ -419,6 +448,8 @@ class MagicPrefilter:
                 self.always.append(test.index)
         self.binary.freeze()
         self.text.freeze()
+        # Text goes through both passes: one search over both groups' patterns (one RE2 call, not three).
+        self._text_set = _merged_set((self.binary, self.text))
         self.test_count = len(database.tests)
 
     @staticmethod
@@ -462,9 +493,12 @@ class MagicPrefilter:
         """The tests (ascending) that may match `data`; `text`: libmagic's text pass runs on it
         (True), does not (False), or runs on a converted copy this filter cannot read (None)."""
         found = set(self.always)
+        if text:
+            _add_matches(self._text_set, data, found)
+            self.binary.candidates_besides_sets(data, found)
+            self.text.candidates_besides_sets(data, found)
+            return sorted(found)
         self.binary.candidates(data, found)
         if text is None:
             found.update(self.text.indices)
-        elif text:
-            self.text.candidates(data, found)
         return sorted(found)
