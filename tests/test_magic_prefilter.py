@@ -22,7 +22,8 @@ from rhinobox.ingest.magic_cookies import ReducedMagic, database_path, load_pref
 from rhinobox.ingest.magic_db import MagicDatabase
 from rhinobox.ingest.magic_literals import required_literals
 from rhinobox.ingest.magic_prefilter import MagicPrefilter
-from rhinobox.ingest.sniff import TEXT_WINDOW, MimeSniffer, _text_pass
+from rhinobox.ingest.sniff import TEXT_WINDOW, _text_pass
+from tests.magic_checks import disagreements
 
 Loaded = tuple[MagicDatabase, MagicPrefilter]
 
@@ -34,23 +35,13 @@ def loaded() -> Loaded:
     return result
 
 
-def _disagreements(buffers: list[bytes]) -> list[str]:
-    """Buffers on which the sniffer with the prefilter answers otherwise than without it."""
-    fast, whole = MimeSniffer(prefilter=True), MimeSniffer(prefilter=False)
-    found = []
-    for data in buffers:
-        got, want = fast.sniff_document(data), whole.sniff_document(data)
-        if got != want:
-            found.append(f"{data[:40]!r}: {got} instead of {want}")
-    return found
-
-
 def test_the_database_is_read_whole(loaded: Loaded) -> None:
     database, prefilter = loaded
     assert len(database.tests) > 3000  # Debian 12's file 5.44 has about 3,550 top-level tests
     assert len(database.names) > 200
     checked = len(set(prefilter.binary.indices) | set(prefilter.text.indices))
-    assert checked + len(prefilter.always) == len(database.tests)
+    assert checked + len(prefilter.always) + len(prefilter.never) == len(database.tests)
+    assert 0 < len(prefilter.never) < 20  # offsets from the end: a buffer has none (libmagic's buffer_fill)
     assert len(prefilter.always) < 100  # nearly every test has a condition checked before libmagic runs
 
 
@@ -60,14 +51,14 @@ def test_real_files_get_the_same_answer(tmp_path: Path) -> None:
         data = path.read_bytes()
         buffers += [data[:131072], data[:TEXT_WINDOW], data[:600], data[1:4097]]
     assert len(buffers) > 2000
-    assert _disagreements(buffers) == []
+    assert disagreements(buffers) == []
 
 
 def test_noise_text_and_media_get_the_same_answer() -> None:
     rng = random.Random(19)
     buffers = [f for kind in ("binary", "text", "media") for f in small_files(rng, 400, 4096, kind)]
     buffers += [rng.randbytes(rng.randrange(0, 300)) for _ in range(300)]
-    assert _disagreements(buffers) == []
+    assert disagreements(buffers) == []
 
 
 def test_buffers_made_to_pass_each_test_get_the_same_answer(loaded: Loaded) -> None:
@@ -86,7 +77,7 @@ def test_buffers_made_to_pass_each_test_get_the_same_answer(loaded: Loaded) -> N
             )
             buffers.append(filler[:at] + value + filler[at + len(value) :])
     assert len(buffers) > 4000
-    assert _disagreements(buffers) == []
+    assert disagreements(buffers) == []
 
 
 # Numeric types (file.h) and their width and byte order, for building buffers that hold a value.

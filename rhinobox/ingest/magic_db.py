@@ -129,6 +129,7 @@ class _Name:
     raw: bytes
     uses: frozenset[bytes]
     indirect: bool
+    mime: bool  # one of its records has a MIME type
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,9 @@ class MagicDatabase:
     names: dict[bytes, _Name]
     test_uses: tuple[frozenset[bytes], ...]  # per test, the names it calls (directly or not)
     needs_whole: frozenset[int]  # tests that run `indirect`: only the whole database answers them right
+    # Tests that can print a MIME type: a record of theirs or of a name they call has one, or they
+    # run `indirect`. With MIME output the others print nothing even when they match.
+    mime_capable: frozenset[int]
 
     @classmethod
     def read(cls, path: Path) -> MagicDatabase:
@@ -169,16 +173,32 @@ class MagicDatabase:
             if records[0].type != _NAME:
                 raise MagicFormatError("the name set holds a line that is not a name")
             uses = frozenset(_c_string(r.value).lstrip(b"^") for r in records if r.type == _USE)
-            names.setdefault(_c_string(records[0].value), _Name(raw, uses, any(r.type == _INDIRECT for r in records)))
+            indirect = any(r.type == _INDIRECT for r in records)
+            names.setdefault(_c_string(records[0].value), _Name(raw, uses, indirect, any(r.mime for r in records)))
         test_uses: list[frozenset[bytes]] = []
         needs_whole: set[int] = set()
+        mime_capable: set[int] = set()
         for test in tests:
             records = _records(test.raw)
             called = _closure(names, {_c_string(r.value).lstrip(b"^") for r in records if r.type == _USE})
             test_uses.append(called)
             if any(r.type == _INDIRECT for r in records) or any(names[n].indirect for n in called if n in names):
                 needs_whole.add(test.index)
-        return cls(data[:RECORD_SIZE], tuple(tests), names, tuple(test_uses), frozenset(needs_whole))
+            if any(r.mime for r in records) or any(names[n].mime for n in called if n in names):
+                mime_capable.add(test.index)
+        mime_capable |= needs_whole
+        return cls(
+            data[:RECORD_SIZE], tuple(tests), names, tuple(test_uses), frozenset(needs_whole), frozenset(mime_capable)
+        )
+
+    def records(self, index: int) -> list[MagicRecord]:
+        """The records of test `index`: its top-level line, then its continuations in order."""
+        return _records(self.tests[index].raw)
+
+    def name_can_print(self, name: bytes) -> bool:
+        """Whether `use name` can print a MIME type or run `indirect` (through the names it calls)."""
+        called = _closure(self.names, {name.lstrip(b"^")})
+        return any(self.names[n].mime or self.names[n].indirect for n in called if n in self.names)
 
     def reduced(self, indices: list[int]) -> bytes:
         """A compiled database of the tests at `indices` (ascending) and the names they call."""

@@ -6,7 +6,9 @@ C-speed); then the soft magic, the costly part (0.2 ms for binary, 0.9-1.4 ms fo
 text), over a window: the whole document when it is binary (the cost hardly grows with size), its
 first TEXT_WINDOW bytes when it is text. The soft magic runs only the tests that may match the
 window (`magic_prefilter`), on a database reduced to them (`magic_cookies`): the same answer, a
-fraction of the cost. Each thread has its own libmagic handles (they are not thread-safe).
+fraction of the cost. When none of those tests can print a MIME type (`magic_gates`: most text and
+unknown bytes), libmagic is not run at all for plain text and plain bytes (`magic_plain`). Each
+thread has its own libmagic handles (they are not thread-safe).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Final
 
 from rhinobox.ingest.documents import DocumentScan
 from rhinobox.ingest.magic_cookies import LibmagicHandle, ReducedMagic, load_prefilter
+from rhinobox.ingest.magic_gates import load_mime_filter
+from rhinobox.ingest.magic_plain import plain_answer
 from rhinobox.ingest.magic_prefilter import MagicPrefilter
 from rhinobox.ingest.signatures import match_signature
 
@@ -91,7 +95,9 @@ def _text_pass(window: bytes) -> bool | None:
     if window.isascii():
         return True
     if b"\0" in window and not window.startswith(_UNICODE_MARKS):
-        return False  # a NUL is no character of any 8-bit encoding libmagic tries (encoding.c)
+        # A NUL is no character of any 8-bit encoding libmagic tries (encoding.c); its text pass
+        # checks again without trailing NULs (ascmagic.c), and may then read a copy without them.
+        return False if b"\0" in window.rstrip(b"\0") else None
     if window.startswith(_UTF8_BOM):
         return None
     try:
@@ -99,6 +105,12 @@ def _text_pass(window: bytes) -> bool | None:
     except UnicodeDecodeError:
         return None
     return True
+
+
+def _untyped(data: bytes, text: bool | None) -> bool:
+    """No soft-magic test can print a MIME type on `data`: libmagic's built-in tests answer alone."""
+    mime_filter = load_mime_filter() if text is not None else None
+    return mime_filter is not None and not mime_filter.may_print(data, text is True)
 
 
 class MimeSniffer:
@@ -112,6 +124,8 @@ class MimeSniffer:
     def warm_up(self) -> None:
         """Load libmagic's database for the calling thread now (it takes milliseconds), not on a request."""
         self._handles()
+        if self._prefilter:
+            load_mime_filter()  # once per process: RE2 sets and gates (tens of ms)
 
     def _handles(self) -> _Handles:
         handles: _Handles | None = getattr(self._local, "handles", None)
@@ -167,7 +181,10 @@ class MimeSniffer:
         if handles.reduced_whole is None or loaded is None:
             return None
         whole = bytes(data)
-        candidates = loaded[1].candidates(whole, _text_pass(whole))
+        text = _text_pass(whole)
+        if _untyped(whole, text):
+            return plain_answer(whole) or _ask(handles.builtin, whole)
+        candidates = loaded[1].candidates(whole, text)
         if not loaded[0].needs_whole.isdisjoint(candidates):
             return _ask(handles.full, whole)
         mime = handles.reduced_whole.answer(candidates, whole)
@@ -180,8 +197,11 @@ class MimeSniffer:
         if handles.reduced is None or loaded is None:
             return _ask(handles.window, window)
         window = bytes(window)
+        text = _text_pass(window) if builtin == TEXT_MIME else False
+        if _untyped(window, text):
+            return builtin  # the soft magic would print nothing: the built-in tests' answer stands
         prefilter: MagicPrefilter = loaded[1]
-        candidates = prefilter.candidates(window, _text_pass(window) if builtin == TEXT_MIME else False)
+        candidates = prefilter.candidates(window, text)
         if not loaded[0].needs_whole.isdisjoint(candidates):
             return _ask(handles.window, window)
         mime = handles.reduced.answer(candidates, window)
