@@ -93,17 +93,35 @@ def translate(pattern: bytes, end_of_line: bytes = _END_OF_LINE) -> bytes:
     return bytes(out)
 
 
+def _without_end(pattern: bytes, end: bytes) -> bytes | None:
+    """The C string of `pattern` less a trailing `end` (not escaped); None if a `$` is left in it."""
+    pattern = pattern.split(b"\0", 1)[0]
+    if pattern.endswith(end) and not pattern.endswith(b"\\" + end):
+        pattern = pattern[: -len(end)]
+    return None if b"$" in pattern else pattern
+
+
+def _region_search(
+    pattern: bytes, str_range: int, line_count: bool, fold: bool
+) -> tuple[Callable[[bytes, int], bool], int] | None:
+    """The translated search and the most bytes libmagic's region spans (None: not translatable)."""
+    try:
+        search = _search(pattern, re.IGNORECASE if fold else 0)
+    except (_Untranslatable, re.error):
+        return None
+    span = str_range * _LINE_BYTES if line_count else str_range
+    return search, min(span, _REGEX_MAX) if span else _REGEX_MAX
+
+
 def re2_pattern(pattern: bytes) -> bytes | None:
     """An RE2 pattern (LATIN1) that matches wherever the POSIX ERE may match in a buffer searched
     from its start; None when not translatable. A trailing `$` is dropped (what precedes it must
     match anyway); one elsewhere is not read."""
-    pattern = pattern.split(b"\0", 1)[0]
-    if pattern.endswith(b"$") and not pattern.endswith(b"\\$"):
-        pattern = pattern[:-1]
-    if b"$" in pattern:
+    stripped = _without_end(pattern, b"$")
+    if stripped is None:
         return None
     try:
-        return b"(?m:" + translate(pattern) + b")"
+        return b"(?m:" + translate(stripped) + b")"
     except _Untranslatable:
         return None
 
@@ -128,12 +146,10 @@ def regex_condition(
     pattern: bytes, offset: int, str_range: int, line_count: bool, fold: bool
 ) -> Callable[[bytes], bool] | None:
     """Whether a buffer may match a `regex` record at a fixed `offset` (None: not translatable)."""
-    try:
-        search = _search(pattern, re.IGNORECASE if fold else 0)
-    except (_Untranslatable, re.error):
+    found = _region_search(pattern, str_range, line_count, fold)
+    if found is None:
         return None
-    span = str_range * _LINE_BYTES if line_count else str_range
-    span = min(span, _REGEX_MAX) if span else _REGEX_MAX
+    search, span = found
 
     def holds(data: bytes) -> bool:
         # Sliced, not searched from `offset`: libmagic's `^` matches where its region starts.
@@ -153,17 +169,11 @@ def regex_certain(
     A trailing `.*$` is dropped (under REG_NEWLINE it matches at any point of a line); a pattern with
     another `$` is not read (where the part ends, `$` would match where libmagic's region goes on).
     """
-    pattern = pattern.split(b"\0", 1)[0]
-    if pattern.endswith(b".*$") and not pattern.endswith(b"\\.*$"):
-        pattern = pattern[:-3]
-    if b"$" in pattern:
+    stripped = _without_end(pattern, b".*$")
+    found = None if stripped is None else _region_search(stripped, str_range, line_count, fold)
+    if found is None:
         return None
-    try:
-        search = _search(pattern, re.IGNORECASE if fold else 0)
-    except (_Untranslatable, re.error):
-        return None
-    span = str_range * _LINE_BYTES if line_count else str_range
-    span = min(span, _REGEX_MAX) if span else _REGEX_MAX
+    search, span = found
     lines = str_range if line_count else 0
 
     def holds(data: bytes) -> bool:
