@@ -5,8 +5,12 @@
 For each kind: a fresh server (fsync never), one warm-up batch, then `perf record` on the server
 while `benchmarks.load batch --url` sends `--requests` POSTs of 1,000 distinct 4 KiB files. The
 samples are grouped by shared object, and the kernel's scheduler and futex symbols apart: they are
-threads handing the GIL to each other (and waiting for it). Prints us of CPU per file in each group;
-never fails on speed. Needs `perf` (Debian's linux-perf) and perf_event_paranoid <= 2.
+threads handing the GIL to each other (and waiting for it). Prints us of CPU per file in each group:
+the server's CPU over the load (from /proc, exact even when perf misses samples) split by the
+groups' shares of the samples; never fails on speed. It waits out the inodes an earlier benchmark
+freed (`floors.settle_after_deletes`); run nothing else that deletes files meanwhile (tests do), or
+the server's file creation measures ext4 scanning past them (the kernel's `recently_deleted`: a
+third of the CPU in one such run). Needs `perf` (Debian's linux-perf) and perf_event_paranoid <= 2.
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from benchmarks.floors import delete_tree, settle_after_deletes
 from benchmarks.procs import rhinobox_server
 
 FILES_PER_REQUEST: Final = 1000
+# perf attaches to a running process after it starts: the load waits this long, or its first
+# request is not sampled (one run measured a third of the CPU that way).
+PERF_ATTACH_SECONDS: Final = 1.0
 SAMPLE_HZ: Final = 1999
 GROUPS: Final = ("python", "handoffs", "kernel, other", "libmagic", "re2", "sqlite", "libc", "other")
 # Kernel symbols of a thread going to sleep on, or waking another from, a futex (the GIL's condvar).
@@ -86,8 +95,11 @@ def profile(kind: str, requests: int, scratch: Path) -> tuple[dict[str, float], 
             stderr=subprocess.DEVNULL,
         )
         try:
+            time.sleep(PERF_ATTACH_SECONDS)
+            before = server.cpu_seconds()
             load_run = [*load, "--url", server.url, "--batch-requests", str(requests), "--seed", "7"]
             subprocess.run(load_run, check=True, capture_output=True)
+            used = server.cpu_seconds() - before
         finally:
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
@@ -97,7 +109,9 @@ def profile(kind: str, requests: int, scratch: Path) -> tuple[dict[str, float], 
         capture_output=True,
         text=True,
     ).stdout
-    us_per_file = sampled_cpu_seconds(report) * 1e6 / (requests * FILES_PER_REQUEST)
+    if sampled_cpu_seconds(report) <= 0:
+        raise RuntimeError(f"perf sampled nothing of the {kind} load")
+    us_per_file = used * 1e6 / (requests * FILES_PER_REQUEST)
     return grouped_shares(report), us_per_file
 
 
@@ -111,11 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# python -m benchmarks.perf_kinds --requests {args.requests}: server CPU us per batched file, by group")
     print("| kind | all | " + " | ".join(GROUPS) + " |")
     print("|---|" + "---:|" * (len(GROUPS) + 1))
-    with tempfile.TemporaryDirectory() as scratch:
+    temp = Path(tempfile.gettempdir())
+    settle_after_deletes(temp)
+    scratch = Path(tempfile.mkdtemp(prefix="rhinobox-perf-", dir=temp))
+    try:
         for kind in args.kinds.split(","):
-            shares, us_per_file = profile(kind, args.requests, Path(scratch))
+            shares, us_per_file = profile(kind, args.requests, scratch)
             cells = " | ".join(f"{us_per_file * shares.get(group, 0.0) / 100:.0f}" for group in GROUPS)
             print(f"| {kind} | {us_per_file:.0f} | {cells} |", flush=True)
+    finally:
+        delete_tree(scratch)  # notes the time, so that the next run waits out the freed inodes
     return 0
 
 

@@ -22,8 +22,9 @@ from typing import Final
 
 from rhinobox.ingest.magic_cookies import load_prefilter
 from rhinobox.ingest.magic_db import MagicDatabase, MagicRecord
+from rhinobox.ingest.magic_fixed import number_condition
 from rhinobox.ingest.magic_literals import required_literals
-from rhinobox.ingest.magic_prefilter import MagicPrefilter, number_condition
+from rhinobox.ingest.magic_prefilter import MagicPrefilter
 from rhinobox.ingest.magic_regex import regex_certain, regex_condition
 
 __all__ = ["MimeTestFilter", "load_mime_filter"]
@@ -64,7 +65,12 @@ class _Gate:
     def may_print(self, data: bytes) -> bool:
         if self.condition is not None and not self.condition(data):
             return False
-        return self.prints or any(gate.may_print(data) for gate in self.below)
+        if self.prints:
+            return True
+        for gate in self.below:  # noqa: SIM110 (a loop: no generator per call, gates run on every buffer)
+            if gate.may_print(data):
+                return True
+        return False
 
 
 def _value(record: MagicRecord) -> bytes:

@@ -17,23 +17,20 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from operator import getitem, itemgetter
-from typing import Final, Literal
+from typing import Final
 
 import re2
 
 from rhinobox.ingest.magic_db import MagicDatabase, MagicRecord
+from rhinobox.ingest.magic_fixed import NUMBERS, FixedTest, RelationTest, number_test, relation_test
 from rhinobox.ingest.magic_literals import required_literals
 from rhinobox.ingest.magic_regex import re2_pattern
 
-__all__ = ["MagicPrefilter", "number_condition"]
+__all__ = ["MagicPrefilter"]
 
 # struct magic flag bits and types (file.h).
 _INDIR: Final = 0x01
-_OFFADD: Final = 0x02
-_INDIROFFADD: Final = 0x04
-_UNSIGNED: Final = 0x08
 _BINTEST: Final = 0x20
 _TEXTTEST: Final = 0x40
 _OFFNEGATIVE: Final = 0x80
@@ -42,9 +39,6 @@ _REGEX: Final = 17
 _SEARCH: Final = 20
 _STRING_COMPACT: Final = 0x3  # W and w: blanks in the pattern match runs of blanks
 _STRING_IGNORE_CASE: Final = 0xC  # c and C
-_OPAND: Final = 0
-_OPS_MASK: Final = 0x07
-_OPMODULO: Final = 0x07  # a plain `%`, not inverted (FILE_OPINVERSE) nor indirect
 _WHITESPACE: Final = b" \t\n\r\f\v"
 # Fixed bytes further in than this are checked in Python: a DFA skipping far ahead grows large.
 _SET_MAX_OFFSET: Final = 64
@@ -54,13 +48,6 @@ _FIND_AT_MOST: Final = 16
 # Buffer lengths at which the Python-checked offsets have a ready itemgetter (the rest are read one by one).
 _READ_BOUNDS: Final = tuple(1 << shift for shift in range(4, 31))
 _ANCHOR: Final = rb"\A"
-# Number types: width and byte order ("<" little, ">" big); dates compare as the numbers they are.
-_NUMBERS: Final[dict[int, tuple[int, str]]] = {
-    1: (1, "<"), 2: (2, "<"), 4: (4, "<"), 6: (4, "<"), 7: (2, ">"), 8: (4, ">"), 9: (4, ">"),
-    10: (2, "<"), 11: (4, "<"), 12: (4, "<"), 14: (4, "<"), 15: (4, ">"), 16: (4, "<"),
-    24: (8, "<"), 25: (8, "<"), 26: (8, ">"), 27: (8, "<"), 28: (8, "<"), 29: (8, ">"),
-    30: (8, "<"), 31: (8, "<"), 32: (8, ">"),
-}  # fmt: skip
 
 
 def _options() -> re2.Options:
@@ -72,58 +59,23 @@ def _options() -> re2.Options:
     return options
 
 
-@dataclass(frozen=True, slots=True)
-class _FixedTest:
-    """Bytes a match has at a fixed offset (compared after `mask`, or case-folded)."""
+def _fixed_pattern(test: FixedTest) -> bytes | None:
+    """The test as an RE2 pattern, or None when the Python loop must check it.
 
-    index: int
-    offset: int
-    expected: bytes
-    mask: int | None  # the bytes read big-endian, ANDed with this, must equal `expected` read the same way
-    fold: bool
-    padded: bool = True  # a string: libmagic compares it with a zero-padded copy past the buffer's end
-
-    def may_match(self, data: bytes) -> bool:
-        size = len(self.expected)
-        chunk = data[self.offset : self.offset + size]
-        if len(chunk) < size:
-            chunk = chunk.ljust(size, b"\0")  # libmagic compares a string against a zero-padded copy
-        if self.fold:
-            return chunk.lower() == self.expected
-        if self.mask is None:
-            return chunk == self.expected
-        return int.from_bytes(chunk, "big") & self.mask == int.from_bytes(self.expected, "big")
-
-    def first_bytes(self) -> list[int]:
-        """The values of the byte at `offset` that this test accepts."""
-        first = self.expected[0]
-        if self.fold:
-            return sorted({first, bytes([first]).upper()[0]})
-        if self.mask is None:
-            return [first]
-        top = (self.mask >> (8 * (len(self.expected) - 1))) & 0xFF
-        return [value for value in range(256) if value & top == first]
-
-    def pattern(self) -> bytes | None:
-        """The test as an RE2 pattern, or None when the Python loop must check it.
-
-        A string ending in zeros may match past the buffer's end (zero padding), which no pattern
-        can say; a number past the end never matches (libmagic's OFFSET_OOB), so a pattern may.
-        """
-        if self.offset > _SET_MAX_OFFSET or (self.padded and self.expected.endswith(b"\0")):
-            return None
-        skip = rb"\A(?s:.{%d})" % self.offset
-        if self.mask is None:
-            literal: bytes = re2.escape(self.expected)
-            return skip + (b"(?i:" + literal + b")" if self.fold else literal)
-        classes = [_masked_class(byte, mask) for byte, mask in zip(self.expected, self._mask_bytes(), strict=True)]
-        if any(cls is None for cls in classes):
-            return None
-        return skip + b"".join(cls for cls in classes if cls is not None)
-
-    def _mask_bytes(self) -> bytes:
-        assert self.mask is not None
-        return self.mask.to_bytes(len(self.expected), "big")
+    A string ending in zeros may match past the buffer's end (zero padding), which no pattern
+    can say; a number past the end never matches (libmagic's OFFSET_OOB), so a pattern may.
+    """
+    if test.offset > _SET_MAX_OFFSET or (test.padded and test.expected.endswith(b"\0")):
+        return None
+    skip = rb"\A(?s:.{%d})" % test.offset
+    if test.mask is None:
+        literal: bytes = re2.escape(test.expected)
+        return skip + (b"(?i:" + literal + b")" if test.fold else literal)
+    mask_bytes = test.mask.to_bytes(len(test.expected), "big")
+    classes = [_masked_class(byte, mask) for byte, mask in zip(test.expected, mask_bytes, strict=True)]
+    if any(cls is None for cls in classes):
+        return None
+    return skip + b"".join(cls for cls in classes if cls is not None)
 
 
 def _masked_class(expected: int, mask: int) -> bytes | None:
@@ -134,46 +86,6 @@ def _masked_class(expected: int, mask: int) -> bytes | None:
     if not values:
         return None
     return b"[" + b"".join(b"\\x%02x" % value for value in values) + b"]"
-
-
-@dataclass(frozen=True, slots=True)
-class _RelationTest:
-    """A number compared by <, >, !, & or ^, as libmagic compares it (softmagic.c `magiccheck`)."""
-
-    index: int
-    offset: int
-    width: int
-    byteorder: str
-    mask: int | None
-    relation: int
-    value: int  # as libmagic stores it: 64 bits
-    unsigned: bool
-
-    def may_match(self, data: bytes) -> bool:
-        chunk = data[self.offset : self.offset + self.width]
-        if len(chunk) < self.width:
-            return True  # libmagic's reading past the end is not modelled here
-        number = int.from_bytes(chunk, "little" if self.byteorder == "<" else "big")
-        if self.mask is not None:
-            number &= self.mask
-        if self.unsigned:
-            return _holds(self.relation, number, self.value)
-        bits = 8 * self.width
-        signed = number - (1 << bits) if number >> (bits - 1) else number
-        signed_value = self.value - (1 << 64) if self.value >> 63 else self.value
-        return _holds(self.relation, signed, signed_value)
-
-
-def _holds(relation: int, left: int, right: int) -> bool:
-    if relation == ord("<"):
-        return left < right
-    if relation == ord(">"):
-        return left > right
-    if relation == ord("!"):
-        return left != right
-    if relation == ord("&"):
-        return left & right == right
-    return left & right != right  # "^"
 
 
 def _re2_accepts(pattern: bytes) -> bool:
@@ -241,7 +153,7 @@ class _TestGroup:
     def __init__(self, searches: bool) -> None:
         """`searches`: this pass's tests are mostly searches (text), so its set scans whole buffers."""
         self.searches = searches
-        self._slow: dict[int, dict[int, list[_FixedTest]]] = defaultdict(lambda: defaultdict(list))
+        self._slow: dict[int, dict[int, list[FixedTest]]] = defaultdict(lambda: defaultdict(list))
         self._patterns: dict[bytes, list[int]] = defaultdict(list)
         self._sets: tuple[_MatchSet, ...] = ()
         # (literal, folded, start, end): the tests of a literal to find in data[start:end] (end None: to the end).
@@ -255,16 +167,16 @@ class _TestGroup:
         self._tables: tuple[tuple[tuple[_Standing, ...] | None, ...], ...] = ()
         self._readers: dict[int, Callable[[bytes], tuple[int, ...]]] = {}  # by how many offsets they read
         self._standing_past: tuple[tuple[_Standing, ...], ...] = ()  # [k]: on zeros at offsets[k:]
-        self._relations: list[_RelationTest] = []
+        self._relations: list[RelationTest] = []
         self.indices: list[int] = []
 
-    def add_relation(self, test: _RelationTest) -> None:
+    def add_relation(self, test: RelationTest) -> None:
         self.indices.append(test.index)
         self._relations.append(test)
 
-    def add_fixed(self, test: _FixedTest) -> None:
+    def add_fixed(self, test: FixedTest) -> None:
         self.indices.append(test.index)
-        pattern = test.pattern()
+        pattern = _fixed_pattern(test)
         if pattern is not None:
             self._patterns[pattern].append(test.index)
             return
@@ -369,11 +281,11 @@ class _TestGroup:
 
 # A Python-checked test as its table holds it: index, offset, expected bytes, where its bytes end
 # when they can be compared in place (no mask, no folding; otherwise past any buffer), the test.
-_Standing = tuple[int, int, bytes, int, _FixedTest]
+_Standing = tuple[int, int, bytes, int, FixedTest]
 _NEVER_IN_PLACE: Final = 1 << 62
 
 
-def _standing(test: _FixedTest) -> _Standing:
+def _standing(test: FixedTest) -> _Standing:
     plain = test.mask is None and not test.fold
     end = test.offset + len(test.expected) if plain else _NEVER_IN_PLACE
     return (test.index, test.offset, test.expected, end, test)
@@ -416,70 +328,6 @@ def _nonblank_runs(value: bytes) -> list[bytes]:
     return runs
 
 
-def _masked_by_and(record: MagicRecord) -> bool:
-    """No mask, or a plain AND with one (not OR, XOR, arithmetic, inverted or indirect)."""
-    return not record.mask_op & ~_OPS_MASK and (not record.mask or record.mask_op & _OPS_MASK == _OPAND)
-
-
-def _relation_test(index: int, record: MagicRecord) -> _RelationTest | None:
-    width, order = _NUMBERS[record.type]
-    if record.reln not in b"<>!&^" or not _masked_by_and(record):
-        return None
-    value = int.from_bytes(record.value[:8], "little")
-    unsigned = bool(record.flag & _UNSIGNED)
-    return _RelationTest(index, record.offset, width, order, record.mask or None, record.reln, value, unsigned)
-
-
-def _number_test(index: int, record: MagicRecord) -> _FixedTest | None:
-    width, order = _NUMBERS[record.type]
-    if not _masked_by_and(record):
-        return None  # OR, XOR, arithmetic or an inverted mask: no fixed bytes
-    full = (1 << (8 * width)) - 1
-    mask = (record.mask & full) if record.mask else full
-    value = int.from_bytes(record.value[:8], "little") & mask
-    byteorder: Literal["little", "big"] = "little" if order == "<" else "big"
-    expected = value.to_bytes(width, byteorder)
-    big_endian_mask = int.from_bytes(mask.to_bytes(width, byteorder), "big")
-    masked = None if mask == full else big_endian_mask
-    return _FixedTest(index, record.offset, expected, masked, fold=False, padded=False)
-
-
-def _modulo_condition(record: MagicRecord) -> Callable[[bytes], bool] | None:
-    """`type%N = V`: libmagic takes the remainder in the type's unsigned width (softmagic.c `cvt_*`)."""
-    width, order = _NUMBERS[record.type]
-    full = (1 << (8 * width)) - 1
-    modulus = record.mask & full
-    if not modulus:
-        return None
-    expected = int.from_bytes(record.value[:8], "little") & full
-    offset = record.offset
-    byteorder: Literal["little", "big"] = "little" if order == "<" else "big"
-
-    def holds(data: bytes) -> bool:
-        chunk = data[offset : offset + width]
-        return len(chunk) < width or int.from_bytes(chunk, byteorder) % modulus == expected
-
-    return holds
-
-
-def number_condition(record: MagicRecord) -> Callable[[bytes], bool] | None:
-    """A necessary condition for a number record read at a fixed offset (None: none modelled here).
-
-    It errs towards "may match" only (past the buffer's end too, where libmagic reads no number).
-    """
-    if record.type not in _NUMBERS or record.flag & (_INDIR | _OFFADD | _INDIROFFADD | _OFFNEGATIVE):
-        return None
-    if record.offset < 0 or record.reln == ord("x"):
-        return None
-    if record.mask_op == _OPMODULO and record.reln == ord("="):
-        return _modulo_condition(record)
-    if record.reln == ord("="):
-        fixed = _number_test(-1, record)
-        return None if fixed is None else fixed.may_match
-    relation = _relation_test(-1, record)
-    return None if relation is None else relation.may_match
-
-
 class MagicPrefilter:
     """The top-level tests of a database that may match a buffer, for libmagic to try alone."""
 
@@ -506,8 +354,8 @@ class MagicPrefilter:
             # A number compared otherwise than by equality costs libmagic nothing, so it stays a
             # candidate, unless it leads to `indirect`: that forces the whole database, so check it here.
             relation = None
-            if test.index in database.needs_whole and record.type in _NUMBERS and not record.flag & _INDIR:
-                relation = _relation_test(test.index, record)
+            if test.index in database.needs_whole and record.type in NUMBERS and not record.flag & _INDIR:
+                relation = relation_test(test.index, record)
             if relation is not None and record.offset >= 0:
                 group.add_relation(relation)
             else:
@@ -531,7 +379,7 @@ class MagicPrefilter:
             if not chunk or not at_start:
                 return False
             expected = chunk.lower() if fold else chunk
-            group.add_fixed(_FixedTest(index, record.offset, expected, None, fold))
+            group.add_fixed(FixedTest(index, record.offset, expected, None, fold))
             return True
         if record.type == _SEARCH:
             chunk, at_start = _leading_chunk(value, record.str_flags)
@@ -553,8 +401,8 @@ class MagicPrefilter:
                 return False
             group.add_literals(index, literals, fold, record.offset, None)
             return True
-        if record.type in _NUMBERS:
-            number = _number_test(index, record)
+        if record.type in NUMBERS:
+            number = number_test(index, record)
             if number is None:
                 return False
             group.add_fixed(number)
