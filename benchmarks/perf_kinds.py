@@ -8,9 +8,10 @@ samples are grouped by shared object, and the kernel's scheduler and futex symbo
 threads handing the GIL to each other (and waiting for it). Prints us of CPU per file in each group:
 the server's CPU over the load (from /proc, exact even when perf misses samples) split by the
 groups' shares of the samples; never fails on speed. It waits out the inodes an earlier benchmark
-freed (`floors.settle_after_deletes`); run nothing else that deletes files meanwhile (tests do), or
-the server's file creation measures ext4 scanning past them (the kernel's `recently_deleted`: a
-third of the CPU in one such run). Needs `perf` (Debian's linux-perf) and perf_event_paranoid <= 2.
+freed (`floors.settle_after_deletes`) and should run alone (tests delete files). Even so, "kernel,
+other" moves between runs of the same code (27-185 us per file here: ext4 without a journal looks
+up each free inode's table block on creation, `find_inode_bit` -> `recently_deleted`): compare
+kinds by the other groups. Needs `perf` (Debian's linux-perf) and perf_event_paranoid <= 2.
 """
 
 from __future__ import annotations
