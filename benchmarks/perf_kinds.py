@@ -9,7 +9,7 @@ threads handing the GIL to each other (and waiting for it). Prints us of CPU per
 the server's CPU over the load (from /proc, exact even when perf misses samples) split by the
 groups' shares of the samples; never fails on speed. It waits out the inodes an earlier benchmark
 freed (`floors.settle_after_deletes`) and should run alone (tests delete files). Even so, "kernel,
-other" moves between runs of the same code (27-185 us per file here: ext4 without a journal looks
+other" moves between runs of the same code (27-211 us per file here: ext4 without a journal looks
 up each free inode's table block on creation, `find_inode_bit` -> `recently_deleted`): compare
 kinds by the other groups. Needs `perf` (Debian's linux-perf) and perf_event_paranoid <= 2.
 """

@@ -119,6 +119,7 @@ def _masked_by_and(record: MagicRecord) -> bool:
 
 
 def relation_test(index: int, record: MagicRecord) -> RelationTest | None:
+    """`record`'s comparison other than equality, checkable on a buffer (None: a mask we do not model)."""
     width, order = NUMBERS[record.type]
     if record.reln not in b"<>!&^" or not _masked_by_and(record):
         return None
@@ -132,6 +133,7 @@ def relation_test(index: int, record: MagicRecord) -> RelationTest | None:
 
 
 def number_test(index: int, record: MagicRecord) -> FixedTest | None:
+    """`record`'s equality as the bytes it needs at its offset (None: a mask with no fixed bytes)."""
     width, order = NUMBERS[record.type]
     if not _masked_by_and(record):
         return None  # OR, XOR, arithmetic or an inverted mask: no fixed bytes
