@@ -13,15 +13,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# libmagic1: MIME sniffing (python-magic loads it at run time).
+# libmagic1: MIME sniffing (python-magic loads it at run time); libre2-9 and libhyperscan5: the compiled
+# type-detection filter (this image is amd64: Debian builds Hyperscan for it only).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libmagic1 \
+    && apt-get install -y --no-install-recommends libmagic1 libre2-9 libhyperscan5 \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/rhinobox
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY rhinobox ./rhinobox
-RUN pip install . && rm -rf /opt/rhinobox/build
+# g++ and the headers only while pip builds the compiled filter (rhinobox/ingest/magic_native.cc).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ libre2-dev libhyperscan-dev \
+    && pip install . && rm -rf /opt/rhinobox/build \
+    && apt-get purge -y --auto-remove g++ libre2-dev libhyperscan-dev \
+    && rm -rf /var/lib/apt/lists/*
 
 # The web page, built from web/ with the npm packages its lockfile names; Node.js only for the build.
 COPY web/package.json web/package-lock.json web/build.mjs ./web/

@@ -1,10 +1,11 @@
 """Server CPU per file by content kind (media, random bytes, text), interleaved in one run (issue 19).
 
-    .venv/bin/python -m benchmarks.kinds [--rounds 3] [--fsync never]
+    .venv/bin/python -m benchmarks.kinds [--rounds 3] [--fsync never] [--native on|off|both]
 
 Each round runs `benchmarks.load batch single --kind K` for every kind in turn, so a drift of the
 shared machine touches all kinds alike; the table gives each kind's median server CPU per file and
-its ratio to media's, the figure the type-detection goal is stated in.
+its ratio to media's, the figure the type-detection goal is stated in. `--native both` runs each
+kind with the compiled gates' filter and with the Python one (RHINOBOX_MAGIC_NATIVE), interleaved.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import statistics
 import tempfile
 from collections import defaultdict
@@ -39,27 +41,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fsync", default="never", choices=("always", "never"))
+    parser.add_argument("--native", default="on", choices=("on", "off", "both"), help="RHINOBOX_MAGIC_NATIVE")
     args = parser.parse_args(argv)
-    samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+    natives = ("on", "off") if args.native == "both" else (args.native,)
+    samples: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "load.json"
         for _ in range(args.rounds):
-            for kind in KINDS:
-                load_args = [*SCENARIOS, "--fsync", args.fsync, "--kind", kind, "--no-http-floor", "--json", str(out)]
-                with contextlib.redirect_stdout(io.StringIO()):
-                    load.main(load_args)
-                for scenario, value in cpu_ms_per_file(json.loads(out.read_text()), args.fsync).items():
-                    samples[(kind, scenario)].append(value)
-    print(f"# python -m benchmarks.kinds --rounds {args.rounds} --fsync {args.fsync}: server CPU ms/file, medians")
-    print("| kind | " + " | ".join(f"{s} ms/file | {s} / media" for s in SCENARIOS) + " |")
-    print("|---|" + "---:|---:|" * len(SCENARIOS))
-    for kind in KINDS:
-        cells = []
-        for scenario in SCENARIOS:
-            value = statistics.median(samples[(kind, scenario)])
-            media = statistics.median(samples[("media", scenario)])
-            cells.append(f"{value:.3f} | {value / media:.2f}x")
-        print(f"| {kind} | " + " | ".join(cells) + " |")
+            for native in natives:
+                os.environ["RHINOBOX_MAGIC_NATIVE"] = native  # the server started by `load` inherits it
+                for kind in KINDS:
+                    load_args = [*SCENARIOS, "--fsync", args.fsync, "--kind", kind, "--no-http-floor"]
+                    load_args += ["--json", str(out)]
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        load.main(load_args)
+                    for scenario, value in cpu_ms_per_file(json.loads(out.read_text()), args.fsync).items():
+                        samples[(native, kind, scenario)].append(value)
+    print(
+        f"# python -m benchmarks.kinds --rounds {args.rounds} --fsync {args.fsync} --native {args.native}: "
+        "server CPU ms/file, medians"
+    )
+    print("| filter | kind | " + " | ".join(f"{s} ms/file | {s} / media" for s in SCENARIOS) + " |")
+    print("|---|---|" + "---:|---:|" * len(SCENARIOS))
+    for native in natives:
+        for kind in KINDS:
+            cells = []
+            for scenario in SCENARIOS:
+                value = statistics.median(samples[(native, kind, scenario)])
+                media = statistics.median(samples[(native, "media", scenario)])
+                cells.append(f"{value:.3f} | {value / media:.2f}x")
+            label = "compiled" if native == "on" else "Python"
+            print(f"| {label} | {kind} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -37,7 +37,7 @@ FILES_PER_REQUEST: Final = 1000
 # request is not sampled (one run measured a third of the CPU that way).
 PERF_ATTACH_SECONDS: Final = 1.0
 SAMPLE_HZ: Final = 1999
-GROUPS: Final = ("python", "handoffs", "kernel, other", "libmagic", "re2", "sqlite", "libc", "other")
+GROUPS: Final = ("python", "handoffs", "kernel, other", "libmagic", "re2", "compiled filter", "sqlite", "libc", "other")
 # Kernel symbols of a thread going to sleep on, or waking another from, a futex (the GIL's condvar).
 _HANDOFF_SYMBOLS: Final = re.compile(r"finish_task_switch|_raw_spin_unlock_irqrestore|futex|schedule|try_to_wake_up")
 _LINE: Final = re.compile(r"^\s*([\d.]+)%\s+(\S+)\s+\[([.k])\]\s+(.+?)\s*$")
@@ -47,7 +47,14 @@ def group_of(dso: str, kernel: bool, symbol: str) -> str:
     """The group of one `perf report` row."""
     if kernel:
         return "handoffs" if _HANDOFF_SYMBOLS.search(symbol) else "kernel, other"
-    for needle, group in (("libpython", "python"), ("libmagic", "libmagic"), ("re2", "re2"), ("sqlite", "sqlite")):
+    needles = (
+        ("libpython", "python"),
+        ("libmagic", "libmagic"),
+        ("_magic_native", "compiled filter"),
+        ("re2", "re2"),
+        ("sqlite", "sqlite"),
+    )
+    for needle, group in needles:
         if needle in dso:
             return group
     return "libc" if dso.startswith("libc.") else "other"

@@ -239,6 +239,12 @@ class Settings:
         "`off`: all of them, as `file` does.",
         _parse_switch,
     )
+    magic_native: bool = _setting(
+        "on",
+        "Decide which soft-magic tests may match with the compiled filter, built at install when a C++ "
+        "compiler and RE2 are there (same types, less CPU); `off`, or not built: the Python one.",
+        _parse_switch,
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.", _parse_choice(LOG_LEVELS))
     min_free_mb: int = _setting("256", "Ingest answers 507 below this much free disk (MiB).", _parse_int(0))
     shutdown_timeout: float = _setting("30", "Seconds in-flight requests get to finish on SIGTERM.", _parse_float(0))

@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 
 extras=""
 if [ "${1:-}" = "--test" ]; then extras="[test]"; shift; fi
-packages=(libmagic1 python3-venv curl "$@")
+# g++ and libre2-dev: pip builds the compiled type-detection filter (rhinobox/ingest/magic_native.cc),
+# with Hyperscan where Debian has it (amd64) to search text.
+packages=(libmagic1 python3-venv curl g++ libre2-dev "$@")
+if [ "$(dpkg --print-architecture)" = amd64 ]; then packages+=(libhyperscan-dev); fi
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -30,6 +33,8 @@ fi
 .venv/bin/python -m pip install -q -e ".${extras}" 2>&1 | grep -v -E "^(WARNING|  )" || true
 .venv/bin/python -c "import rhinobox, magic, blake3, aiohttp, aiosqlite, uvloop, python_multipart" \
   || { echo "bootstrap: installation is incomplete" >&2; exit 1; }
+.venv/bin/python -c "import sys; from rhinobox.ingest.magic_native import native_library; sys.exit(native_library() is None)" \
+  || echo "bootstrap: warning: the compiled type-detection filter was not built (g++, libre2-dev): typing costs more CPU" >&2
 
 # The web page (web/, served at /): Node.js and npm from Debian when missing, npm packages exactly as the
 # committed lockfile names them (reinstalled only when it changed), then an esbuild build into web/dist/.

@@ -76,6 +76,16 @@ def test_base_image_is_slim_python_with_libmagic() -> None:
     assert "libmagic1" in runs.split()
 
 
+def test_image_builds_the_compiled_type_filter_and_keeps_only_its_runtime() -> None:
+    """pip builds rhinobox/ingest/magic_native.cc with g++ and RE2's headers, removed after; libre2-9 stays."""
+    copied = " ".join(args for kw, args in instructions() if kw == "COPY").split()
+    assert "setup.py" in copied
+    runs = [args for kw, args in instructions() if kw == "RUN"]
+    building = next(run for run in runs if "pip install ." in run)
+    assert building.index("libre2-dev") < building.index("pip install .") < building.index("purge")
+    assert any("libre2-9" in run.split() and "purge" not in run for run in runs)
+
+
 def test_runs_as_a_non_root_user_that_owns_the_data_volume() -> None:
     user = only("USER").split(":")[0]
     assert user not in ("root", "0")

@@ -8,10 +8,7 @@ answers, answers as those built-in tests; and the regex translations behind both
 
 from __future__ import annotations
 
-import io
 import random
-import re
-import tarfile
 from typing import Literal
 
 import pytest
@@ -23,7 +20,7 @@ from rhinobox.ingest.magic_gates import MimeTestFilter, load_mime_filter
 from rhinobox.ingest.magic_plain import OCTET_STREAM, PLAIN_TEXT, plain_answer
 from rhinobox.ingest.magic_regex import regex_certain, regex_condition, translate
 from rhinobox.ingest.sniff import TEXT_WINDOW, MimeSniffer, _text_pass
-from tests.magic_checks import disagreements
+from tests.magic_checks import disagreements, regex_example, varied_buffers
 
 _MIME_TYPE = 0x10
 _BUILTIN = 0x10 | 0x4000 | 0x1000 | 0x10000 | 0x8000  # MIME type, no soft magic (sniff._BUILTIN_FLAGS)
@@ -44,53 +41,11 @@ def mime_filter() -> MimeTestFilter:
     return built
 
 
-def _tar_head() -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        info = tarfile.TarInfo("notes.txt")
-        info.size = 5
-        archive.addfile(info, io.BytesIO(b"hello"))
-    return out.getvalue()
-
-
-def _varied(rng: random.Random) -> list[bytes]:
-    """Text and bytes near each built-in test's edge: CSV-like, JSON-like, tar, NULs, controls, encodings."""
-    texts = [bytes(t) for t in small_files(rng, 60, 3000, "text")]
-    made: list[bytes] = [b"", b"a", b"ab", b"\0\0", b"x\0", _tar_head(), _tar_head()[:600], b"ustar" * 200]
-    for text in texts:
-        lines = text.split(b"\n")
-        made += [
-            text,
-            b"a,b,c\n" * rng.randrange(1, 14) + text[:100],
-            b"a,b\n1,2\n3,4,5\n" + text[:50],
-            b'"x,y",z\nq,"w\nv"\n1,2\n' + text[:80],
-            b"\n".join(line.replace(b" ", b",", 2) for line in lines[:12]),
-            b"  {" + text[:200],
-            b"[1, 2]" + text[:10],
-            b"[1]",
-            b'{"a": 1}\n{"b": 2}\n',
-            text[:500] + b"\0" * rng.randrange(1, 9),
-            text[:500] + b"\0" + text[500:900],
-            text[:300] + bytes([rng.randrange(0, 32)]) + text[300:600],
-            text[:300] + b"\x7f" + text[300:400],
-            ("é" + text[:400].decode()).encode(),
-            ("é" + text[:400].decode()).encode() + b"\0\0",
-            text[:400].decode().encode("cp500"),
-            text[:400] + b"\xe9\xa0",
-            b"\xef\xbb\xbf" + text[:300],
-            b"\xff\xfe" + text[:300].decode().encode("utf-16-le"),
-            bytes.fromhex("d0cf11e0a1b11ae1") + rng.randbytes(600),
-            rng.randbytes(rng.randrange(2, 5000)),
-            b"{" + rng.randbytes(700),
-        ]
-    return made
-
-
 def test_plain_answers_are_the_built_in_tests_answers() -> None:
     builtin = LibmagicHandle(_BUILTIN)
     answered = {PLAIN_TEXT: 0, OCTET_STREAM: 0}
     wrong = []
-    for data in _varied(random.Random(5)):
+    for data in varied_buffers(random.Random(5)):
         mine = plain_answer(data)
         if mine is None:
             continue
@@ -109,7 +64,7 @@ def test_where_no_test_can_print_a_type_the_whole_database_answers_as_the_built_
     """The soundness of the filter: on buffers it calls untyped, libmagic with every test (`file`'s
     answer on the buffer) equals libmagic with none."""
     rng = random.Random(17)
-    buffers = _varied(rng) + [bytes(f) for kind in ("binary", "text") for f in small_files(rng, 300, 4096, kind)]
+    buffers = varied_buffers(rng) + [bytes(f) for kind in ("binary", "text") for f in small_files(rng, 300, 4096, kind)]
     full, builtin = LibmagicHandle(_MIME_TYPE), LibmagicHandle(_BUILTIN)
     untyped = 0
     wrong = []
@@ -135,63 +90,6 @@ def test_most_text_and_unknown_bytes_are_typed_without_libmagic(mime_filter: Mim
         assert len(untyped) >= 0.85 * len(buffers), kind
 
 
-def _example(pattern: bytes, rng: random.Random) -> bytes | None:
-    """A string the POSIX ERE `pattern` matches (first branch, fewest repeats), or None if not made here."""
-    out = bytearray()
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char in b"^":
-            i += 1
-            continue
-        if char == ord("$"):
-            out += b"\n"
-            i += 1
-            continue
-        if char == ord("|") or char == ord(")"):
-            break
-        if char == ord("("):
-            depth, j = 0, i
-            while j < len(pattern):
-                depth += {ord("("): 1, ord(")"): -1}.get(pattern[j], 0)
-                if depth == 0:
-                    break
-                j += 1
-            inner = _example(pattern[i + 1 : j], rng)
-            if inner is None:
-                return None
-            atom, i = inner, j + 1
-        elif char == ord("["):
-            end = pattern.find(b"]", i + 2)
-            if end < 0:
-                return None
-            body = pattern[i + 1 : end]
-            if body.startswith(b"^"):
-                atom = next((bytes([c]) for c in b"xyzq0" if c not in body), b"")
-            elif body.startswith(b"[:"):
-                atom = b"a"
-            else:
-                atom = body[:1]
-            i = end + 1
-        elif char == ord("\\"):
-            atom, i = pattern[i + 1 : i + 2], i + 2
-        elif char == ord("."):
-            atom, i = b"a", i + 1
-        else:
-            atom, i = bytes([char]), i + 1
-        quantifier = pattern[i : i + 1]
-        if quantifier in (b"*", b"?"):
-            atom, i = b"", i + 1
-        elif quantifier == b"+":
-            i += 1
-        elif quantifier == b"{":
-            close = pattern.find(b"}", i)
-            count = re.match(rb"\d+", pattern[i + 1 : close])
-            atom, i = atom * (int(count.group()) if count else 1), close + 1
-        out += atom
-    return bytes(out)
-
-
 def test_buffers_made_to_match_each_regex_get_libmagic_answer(database: MagicDatabase) -> None:
     """For every top-level regex test, a buffer holding an example of it at a line's start (the
     buffer's, or one in the middle): the sniffer with its shortcuts answers as libmagic."""
@@ -202,7 +100,7 @@ def test_buffers_made_to_match_each_regex_get_libmagic_answer(database: MagicDat
         record = test.record
         if record.type != _REGEX or record.offset < 0 or record.offset > 1024 or record.flag & 0x83:
             continue
-        example = _example(record.value[: record.vallen].split(b"\0", 1)[0], rng)
+        example = regex_example(record.value[: record.vallen].split(b"\0", 1)[0], rng)
         if not example:
             continue
         head = filler[: record.offset]
@@ -251,8 +149,8 @@ def test_translated_regexes_match_as_posix_does(
 ) -> None:
     condition = regex_condition(pattern, 0, 0, False, False)
     assert condition is not None
-    assert [data for data in matching if not condition(data)] == []
-    assert [data for data in not_matching if condition(data)] == []
+    assert [data for data in matching if not condition.may_match(data)] == []
+    assert [data for data in not_matching if condition.may_match(data)] == []
 
 
 @pytest.mark.parametrize("pattern", [rb"\<word", rb"a\wb", b"[[:alpha:]]x", rb"(a)\1", b"[a\\]b"])
@@ -265,13 +163,14 @@ def test_a_negated_regex_is_called_certain_only_inside_libmagic_region() -> None
     or up to its last one; a match past that, or after a NUL, is no match to libmagic."""
     certain = regex_certain(b"^x", 0, 3, True, False)
     assert certain is not None
-    assert certain(b"x\nb\nc\n")
-    assert certain(b"a\nx\nc\nd\n")
-    assert not certain(b"a\nb\nx\n")  # libmagic's region: "a\nb\n" (its last newline found is the buffer's last byte)
-    assert not certain(b"a\nb\nc\nx\n")
-    assert not certain(b"a\0\nx\n")
-    assert not certain(b"ax")
-    assert not certain(b"a\rx\r")  # lines ended by carriage returns alone: not read
+    assert certain.holds(b"x\nb\nc\n")
+    assert certain.holds(b"a\nx\nc\nd\n")
+    # libmagic reads "a\nb\n": its last newline found is the buffer's last byte
+    assert not certain.holds(b"a\nb\nx\n")
+    assert not certain.holds(b"a\nb\nc\nx\n")
+    assert not certain.holds(b"a\0\nx\n")
+    assert not certain.holds(b"ax")
+    assert not certain.holds(b"a\rx\r")  # lines ended by carriage returns alone: not read
     assert regex_certain(b"^x$", 0, 3, True, False) is None  # where the part ends, `$` could not be told
 
 

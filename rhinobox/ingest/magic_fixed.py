@@ -13,7 +13,16 @@ from typing import Final, Literal
 
 from rhinobox.ingest.magic_db import MagicRecord
 
-__all__ = ["NUMBERS", "FixedTest", "RelationTest", "number_condition", "number_test", "relation_test"]
+__all__ = [
+    "NUMBERS",
+    "FixedTest",
+    "ModuloTest",
+    "NumberCondition",
+    "RelationTest",
+    "number_condition",
+    "number_test",
+    "relation_test",
+]
 
 # struct magic flag bits and mask operators (file.h).
 _INDIR: Final = 0x01
@@ -83,6 +92,7 @@ class RelationTest:
     sign_bit: int  # the number's top bit when it is read signed, else 0
     compare: Callable[[int, int], bool]
     value: int  # signed when the number is
+    reln: int  # the relation's character: what `compare` does
 
     def may_match(self, data: bytes) -> bool:
         chunk = data[self.offset : self.offset + self.width]
@@ -129,7 +139,9 @@ def relation_test(index: int, record: MagicRecord) -> RelationTest | None:
         value -= 1 << 64
     byteorder: Literal["little", "big"] = "little" if order == "<" else "big"
     compare = _COMPARISONS[record.reln]
-    return RelationTest(index, record.offset, width, byteorder, record.mask or None, sign_bit, compare, value)
+    return RelationTest(
+        index, record.offset, width, byteorder, record.mask or None, sign_bit, compare, value, record.reln
+    )
 
 
 def number_test(index: int, record: MagicRecord) -> FixedTest | None:
@@ -147,25 +159,35 @@ def number_test(index: int, record: MagicRecord) -> FixedTest | None:
     return FixedTest(index, record.offset, expected, masked, fold=False, padded=False)
 
 
-def _modulo_condition(record: MagicRecord) -> Callable[[bytes], bool] | None:
+@dataclass(frozen=True, slots=True)
+class ModuloTest:
     """`type%N = V`: libmagic takes the remainder in the type's unsigned width (softmagic.c `cvt_*`)."""
+
+    offset: int
+    width: int
+    byteorder: Literal["little", "big"]
+    modulus: int
+    expected: int
+
+    def may_match(self, data: bytes) -> bool:
+        chunk = data[self.offset : self.offset + self.width]
+        return len(chunk) < self.width or int.from_bytes(chunk, self.byteorder) % self.modulus == self.expected
+
+
+def _modulo_test(record: MagicRecord) -> ModuloTest | None:
     width, order = NUMBERS[record.type]
     full = (1 << (8 * width)) - 1
     modulus = record.mask & full
     if not modulus:
         return None
-    expected = int.from_bytes(record.value[:8], "little") & full
-    offset = record.offset
     byteorder: Literal["little", "big"] = "little" if order == "<" else "big"
-
-    def holds(data: bytes) -> bool:
-        chunk = data[offset : offset + width]
-        return len(chunk) < width or int.from_bytes(chunk, byteorder) % modulus == expected
-
-    return holds
+    return ModuloTest(record.offset, width, byteorder, modulus, int.from_bytes(record.value[:8], "little") & full)
 
 
-def number_condition(record: MagicRecord) -> Callable[[bytes], bool] | None:
+NumberCondition = FixedTest | RelationTest | ModuloTest
+
+
+def number_condition(record: MagicRecord) -> NumberCondition | None:
     """A necessary condition for a number record read at a fixed offset (None: none modelled here).
 
     It errs towards "may match" only (past the buffer's end too, where libmagic reads no number).
@@ -175,9 +197,7 @@ def number_condition(record: MagicRecord) -> Callable[[bytes], bool] | None:
     if record.offset < 0 or record.reln == ord("x"):
         return None
     if record.mask_op == _OPMODULO and record.reln == ord("="):
-        return _modulo_condition(record)
+        return _modulo_test(record)
     if record.reln == ord("="):
-        fixed = number_test(-1, record)
-        return None if fixed is None else fixed.may_match
-    relation = relation_test(-1, record)
-    return None if relation is None else relation.may_match
+        return number_test(-1, record)
+    return relation_test(-1, record)

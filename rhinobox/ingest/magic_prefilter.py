@@ -27,7 +27,7 @@ from rhinobox.ingest.magic_fixed import NUMBERS, FixedTest, RelationTest, number
 from rhinobox.ingest.magic_literals import required_literals
 from rhinobox.ingest.magic_regex import re2_pattern
 
-__all__ = ["MagicPrefilter"]
+__all__ = ["MagicPrefilter", "SetPatterns", "split_patterns"]
 
 # struct magic flag bits and types (file.h).
 _INDIR: Final = 0x01
@@ -111,23 +111,25 @@ def _compiled(patterns: dict[bytes, list[int]], anchored: bool) -> tuple[re2.Set
 _MatchSet = tuple[re2.Set, tuple[tuple[int, ...], ...]]
 
 
-def _split_sets(patterns: dict[bytes, list[int]]) -> tuple[_MatchSet, ...]:
+# The patterns of one RE2 set, each with the tests it stands for, and whether the set is anchored at the start.
+SetPatterns = tuple[dict[bytes, list[int]], bool]
+
+
+def split_patterns(patterns: dict[bytes, list[int]]) -> tuple[SetPatterns, ...]:
     """Two sets: patterns tied to the start stop the scan once all of them have failed (a few bytes
     in); the others need the whole buffer."""
     anchored = {p[len(_ANCHOR) :]: tests for p, tests in patterns.items() if p.startswith(_ANCHOR)}
     anywhere = {p: tests for p, tests in patterns.items() if not p.startswith(_ANCHOR)}
-    return tuple(
-        _compiled(group, anchored=is_anchored) for group, is_anchored in ((anchored, True), (anywhere, False)) if group
-    )
+    return tuple((group, is_anchored) for group, is_anchored in ((anchored, True), (anywhere, False)) if group)
 
 
-def _merged_set(groups: tuple[_TestGroup, ...]) -> _MatchSet:
+def _merged_patterns(groups: tuple[_TestGroup, ...]) -> SetPatterns:
     """One search set of every pattern of `groups` (anchored ones keep their \\A)."""
     patterns: dict[bytes, list[int]] = defaultdict(list)
     for group in groups:
         for pattern, tests in group.patterns.items():
             patterns[pattern].extend(tests)
-    return _compiled(patterns, anchored=False)
+    return dict(patterns), False
 
 
 def _add_matches(matched: _MatchSet, data: bytes, found: set[int]) -> None:
@@ -168,6 +170,8 @@ class _TestGroup:
         self._readers: dict[int, Callable[[bytes], tuple[int, ...]]] = {}  # by how many offsets they read
         self._standing_past: tuple[tuple[_Standing, ...], ...] = ()  # [k]: on zeros at offsets[k:]
         self._relations: list[RelationTest] = []
+        self._table_tests: list[FixedTest] = []
+        self.set_patterns: tuple[SetPatterns, ...] = ()  # what the RE2 sets hold, once frozen
         self.indices: list[int] = []
 
     def add_relation(self, test: RelationTest) -> None:
@@ -180,6 +184,7 @@ class _TestGroup:
         if pattern is not None:
             self._patterns[pattern].append(test.index)
             return
+        self._table_tests.append(test)
         table = self._slow[test.offset]
         for value in test.first_bytes():
             table[value].append(test)
@@ -210,12 +215,27 @@ class _TestGroup:
         else:
             for (literal, fold, _, _), tests in self._anywhere.items():  # widened: anywhere in the buffer
                 self._patterns[(b"(?i:" if fold else b"(?:") + re2.escape(literal) + b")"].extend(tests)
-        self._sets = _split_sets(self._patterns)
+        self.set_patterns = split_patterns(self._patterns)
+        self._sets = tuple(_compiled(patterns, anchored) for patterns, anchored in self.set_patterns)
 
     @property
     def patterns(self) -> dict[bytes, list[int]]:
         """The RE2 patterns (anchored ones start with \\A) and the tests each stands for."""
         return self._patterns
+
+    @property
+    def finds(self) -> tuple[tuple[bytes, bool, int, int | None, tuple[int, ...]], ...]:
+        """The literals looked for with `bytes.find`: literal, folded, window start and end, tests."""
+        return self._found_by_find
+
+    @property
+    def table_tests(self) -> tuple[FixedTest, ...]:
+        """The fixed-bytes tests checked in Python, not by an RE2 set."""
+        return tuple(self._table_tests)
+
+    @property
+    def relations(self) -> tuple[RelationTest, ...]:
+        return tuple(self._relations)
 
     def _freeze_tables(self) -> None:
         offsets = tuple(sorted(self._slow))
@@ -363,7 +383,8 @@ class MagicPrefilter:
         self.binary.freeze()
         self.text.freeze()
         # Text goes through both passes: one search over both groups' patterns (one RE2 call, not three).
-        self._text_set = _merged_set((self.binary, self.text))
+        self.text_set_patterns = _merged_patterns((self.binary, self.text))
+        self._text_set = _compiled(*self.text_set_patterns)
         self.test_count = len(database.tests)
 
     def _add(self, group: _TestGroup, index: int, record: MagicRecord) -> bool:

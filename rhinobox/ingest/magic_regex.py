@@ -14,23 +14,33 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["re2_pattern", "regex_certain", "regex_condition"]
+__all__ = ["CertainTest", "Re2Search", "RegexTest", "re2_pattern", "regex_certain", "regex_condition"]
 
 _REGEX_MAX: Final = 8192  # FILE_REGEX_MAX: libmagic searches no further
 _LINE_BYTES: Final = 80  # a `regex/Nl` region is at most N * 80 bytes
 _SELF_ESCAPES: Final = frozenset(b".[]()*+?{}|^$\\/-")
 _COUNT: Final = re.compile(rb"\{[0-9]+(,[0-9]*)?\}")
 _END_OF_LINE: Final = rb"(?:$|(?=[\r\x00]))"
+# A trailing `$` for RE2, which has no lookahead: consuming the carriage return or NUL finds a match
+# exactly where looking ahead at it does, since nothing follows.
+_RE2_END_OF_LINE: Final = rb"(?:$|[\r\x00])"
 
 
 class _Untranslatable(Exception):
     """Syntax outside the subset both engines read the same way."""
 
 
-def _bracket(pattern: bytes, start: int) -> tuple[bytes, int]:
-    """A plain bracket expression at `start` as a Python class, and the index past it."""
+def _other_case(byte: int) -> int:
+    """An ASCII letter's other case (bytes.swapcase), any other byte itself."""
+    return bytes([byte]).swapcase()[0]
+
+
+def _bracket(pattern: bytes, start: int, fold: bool = False) -> tuple[bytes, int]:
+    """A plain bracket expression at `start` as a class (`fold`: with both cases of its ASCII
+    letters, as IGNORECASE reads bytes), and the index past it."""
     i = start + 1
     negated = pattern[i : i + 1] == b"^"
     i += negated
@@ -50,15 +60,17 @@ def _bracket(pattern: bytes, start: int) -> tuple[bytes, int]:
         first = False
     if i >= len(pattern):
         raise _Untranslatable
+    if fold:
+        members.extend([_other_case(byte) for byte in members])
     if negated:
         members.append(ord("\n"))  # under REG_NEWLINE a non-matching list never matches a newline
     body = b"".join(b"\\x%02x" % byte for byte in sorted(set(members)))
     return (b"[^" if negated else b"[") + body + b"]", i + 1
 
 
-def translate(pattern: bytes, end_of_line: bytes = _END_OF_LINE) -> bytes:
+def translate(pattern: bytes, end_of_line: bytes = _END_OF_LINE, fold: bool = False) -> bytes:
     """The Python regex (bytes, to compile with MULTILINE) for a POSIX ERE in the common subset;
-    `$` becomes `end_of_line`."""
+    `$` becomes `end_of_line`. `fold`: ASCII letters match either case (the syntax RE2 reads too)."""
     pattern = pattern.split(b"\0", 1)[0]  # regcomp sees a C string
     out = bytearray()
     i = 0
@@ -67,10 +79,10 @@ def translate(pattern: bytes, end_of_line: bytes = _END_OF_LINE) -> bytes:
         if char == ord("\\"):
             if i + 1 >= len(pattern) or pattern[i + 1] not in _SELF_ESCAPES:
                 raise _Untranslatable  # \< \> \w \b ...: GNU extensions
-            out += b"\\x%02x" % pattern[i + 1]
+            out += _literal(pattern[i + 1], fold)
             i += 2
         elif char == ord("["):
-            translated, i = _bracket(pattern, i)
+            translated, i = _bracket(pattern, i, fold)
             out += translated
         elif char == ord("{"):
             count = _COUNT.match(pattern, i)
@@ -88,9 +100,14 @@ def translate(pattern: bytes, end_of_line: bytes = _END_OF_LINE) -> bytes:
             out.append(char)
             i += 1
         else:
-            out += b"\\x%02x" % char
+            out += _literal(char, fold)
             i += 1
     return bytes(out)
+
+
+def _literal(byte: int, fold: bool) -> bytes:
+    other = _other_case(byte) if fold else byte
+    return b"\\x%02x" % byte if other == byte else b"[\\x%02x\\x%02x]" % (byte, other)
 
 
 def _without_end(pattern: bytes, end: bytes) -> bytes | None:
@@ -142,9 +159,47 @@ def _search(pattern: bytes, flags: int) -> Callable[[bytes, int], bool]:
     return lambda data, end: compiled.search(data, 0, end) is not None
 
 
-def regex_condition(
-    pattern: bytes, offset: int, str_range: int, line_count: bool, fold: bool
-) -> Callable[[bytes], bool] | None:
+@dataclass(frozen=True, slots=True)
+class Re2Search:
+    """A translated search as RE2 reads it: `pattern` anywhere in the region, or (`line_start`) at
+    its start or right after a newline, which lets RE2 skip to each newline (as `_search` does)."""
+
+    pattern: bytes
+    line_start: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegexTest:
+    """Whether a buffer may match a `regex` record at a fixed offset: the translated search over its
+    region, and the same search for RE2 (the compiled filter's), where one can be written."""
+
+    holds: Callable[[bytes], bool]
+    offset: int
+    span: int  # the region's most bytes
+    re2: Re2Search | None  # the same search over data[offset:offset + span] with RE2 (LATIN1)
+
+    def may_match(self, data: bytes) -> bool:
+        return self.holds(data)
+
+
+def _re2_search(pattern: bytes, fold: bool) -> Re2Search | None:
+    """`_search` for RE2 (no lookahead, no IGNORECASE: RE2 folds Latin-1 letters too); None where
+    RE2 cannot say the same (a `$` before the end)."""
+    stripped = _without_end(pattern, b"$")
+    if stripped is None:
+        return None
+    end = b"" if stripped == pattern.split(b"\0", 1)[0] else _RE2_END_OF_LINE
+    try:
+        translated = translate(stripped, fold=fold) + end
+    except _Untranslatable:
+        return None
+    anchors = translated.count(b"^") - translated.count(b"[^")
+    if translated.startswith(b"^") and anchors == 1 and b"|" not in pattern:
+        return Re2Search(b"(?m:" + translated[1:] + b")", line_start=True)
+    return Re2Search(b"(?m:" + translated + b")", line_start=False)
+
+
+def regex_condition(pattern: bytes, offset: int, str_range: int, line_count: bool, fold: bool) -> RegexTest | None:
     """Whether a buffer may match a `regex` record at a fixed `offset` (None: not translatable)."""
     found = _region_search(pattern, str_range, line_count, fold)
     if found is None:
@@ -155,12 +210,22 @@ def regex_condition(
         # Sliced, not searched from `offset`: libmagic's `^` matches where its region starts.
         return search(data[offset : offset + span] if offset else data, span)
 
-    return holds
+    return RegexTest(holds, offset, span, _re2_search(pattern, fold))
 
 
-def regex_certain(
-    pattern: bytes, offset: int, str_range: int, line_count: bool, fold: bool
-) -> Callable[[bytes], bool] | None:
+@dataclass(frozen=True, slots=True)
+class CertainTest:
+    """Whether libmagic surely finds a match of a `regex` record at a fixed offset (`regex_certain`),
+    with the same search for RE2 where one can be written."""
+
+    holds: Callable[[bytes], bool]
+    offset: int
+    span: int
+    lines: int  # the region's line count, 0: counted in bytes
+    re2: Re2Search | None
+
+
+def regex_certain(pattern: bytes, offset: int, str_range: int, line_count: bool, fold: bool) -> CertainTest | None:
     """Whether libmagic surely finds a match of a `regex` record at a fixed `offset` (None: cannot tell).
 
     Searched over a part of libmagic's region only: up to the first NUL (regexec stops there),
@@ -198,4 +263,4 @@ def regex_certain(
             return False
         return search(data[offset:stop] if offset else data, stop - offset)
 
-    return holds
+    return CertainTest(holds, offset, span, lines, None if stripped is None else _re2_search(stripped, fold))

@@ -44,7 +44,7 @@ class IngestPipeline:
         sniffer: MimeSniffer | None = None,
     ) -> None:
         pool = WorkerPool(settings.workers, settings.queue_size)
-        sniffer = sniffer if sniffer is not None else MimeSniffer(settings.magic_prefilter)
+        sniffer = sniffer if sniffer is not None else MimeSniffer(settings.magic_prefilter, settings.magic_native)
         stages = StageContext(store, sniffer, categorizer)
         self.resources = IngestResources(
             store=store,

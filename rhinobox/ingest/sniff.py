@@ -19,7 +19,8 @@ from typing import Final
 
 from rhinobox.ingest.documents import DocumentScan
 from rhinobox.ingest.magic_cookies import LibmagicHandle, ReducedMagic, load_prefilter
-from rhinobox.ingest.magic_gates import load_mime_filter
+from rhinobox.ingest.magic_gates import MimeTestFilter, load_mime_filter
+from rhinobox.ingest.magic_native import NativeMimeFilter, NativePrefilter, load_native_filter, load_native_prefilter
 from rhinobox.ingest.magic_plain import plain_answer
 from rhinobox.ingest.magic_prefilter import MagicPrefilter
 from rhinobox.ingest.signatures import match_signature
@@ -107,25 +108,40 @@ def _text_pass(window: bytes) -> bool | None:
     return True
 
 
-def _untyped(data: bytes, text: bool | None) -> bool:
-    """No soft-magic test can print a MIME type on `data`: libmagic's built-in tests answer alone."""
-    mime_filter = load_mime_filter() if text is not None else None
-    return mime_filter is not None and not mime_filter.may_print(data, text is True)
+def _mime_filter(native: bool) -> MimeTestFilter | NativeMimeFilter | None:
+    """The gates' filter (built once per process): compiled when asked for and built, else Python's."""
+    python = load_mime_filter()
+    if python is None or not native:
+        return python
+    return load_native_filter(python) or python
+
+
+def _prefilter(native: bool) -> MagicPrefilter | NativePrefilter | None:
+    """The whole database's prefilter (built once per process): compiled when asked for and built."""
+    loaded = load_prefilter()
+    if loaded is None or not native:
+        return None if loaded is None else loaded[1]
+    return load_native_prefilter(loaded[1]) or loaded[1]
 
 
 class MimeSniffer:
     """Detects MIME types; safe to share between threads (each thread gets its own handles)."""
 
-    def __init__(self, prefilter: bool = True) -> None:
-        """`prefilter`: run only the soft-magic tests that may match (same answers; off: all of them)."""
+    def __init__(self, prefilter: bool = True, native: bool = True) -> None:
+        """`prefilter`: run only the soft-magic tests that may match (same answers; off: all of them).
+        `native`: decide which may print with the compiled filter when it was built (same answers)."""
         self._local = threading.local()
         self._prefilter = prefilter
+        self._native = native
+        self._filter: MimeTestFilter | NativeMimeFilter | None = None  # chosen on first use
+        self._candidates: MagicPrefilter | NativePrefilter | None = None
 
     def warm_up(self) -> None:
         """Load libmagic's database for the calling thread now (it takes milliseconds), not on a request."""
         self._handles()
         if self._prefilter:
-            load_mime_filter()  # once per process: RE2 sets and gates (tens of ms)
+            self._gates_filter()  # once per process: RE2 sets and gates (a quarter of a second)
+            self._whole_prefilter()
 
     def _handles(self) -> _Handles:
         handles: _Handles | None = getattr(self._local, "handles", None)
@@ -170,6 +186,21 @@ class MimeSniffer:
             return builtin
         return self._soft_magic(handles, head, builtin)
 
+    def _untyped(self, data: bytes, text: bool | None) -> bool:
+        """No soft-magic test can print a MIME type on `data`: libmagic's built-in tests answer alone."""
+        mime_filter = self._gates_filter() if text is not None else None
+        return mime_filter is not None and not mime_filter.may_print(data, text is True)
+
+    def _gates_filter(self) -> MimeTestFilter | NativeMimeFilter | None:
+        if self._filter is None:
+            self._filter = _mime_filter(self._native)
+        return self._filter
+
+    def _whole_prefilter(self) -> MagicPrefilter | NativePrefilter | None:
+        if self._candidates is None:
+            self._candidates = _prefilter(self._native)
+        return self._candidates
+
     def _in_one_pass(self, handles: _Handles, data: bytes | memoryview) -> str | None:
         """A document no longer than the text window, typed by one libmagic call as `file` types it
         (built-in tests, then the soft magic on the tests that may match); None without a prefilter.
@@ -182,9 +213,10 @@ class MimeSniffer:
             return None
         whole = bytes(data)
         text = _text_pass(whole)
-        if _untyped(whole, text):
+        if self._untyped(whole, text):
             return plain_answer(whole) or _ask(handles.builtin, whole)
-        candidates = loaded[1].candidates(whole, text)
+        prefilter = self._whole_prefilter() or loaded[1]
+        candidates = prefilter.candidates(whole, text)
         if not loaded[0].needs_whole.isdisjoint(candidates):
             return _ask(handles.full, whole)
         mime = handles.reduced_whole.answer(candidates, whole)
@@ -198,9 +230,9 @@ class MimeSniffer:
             return _ask(handles.window, window)
         window = bytes(window)
         text = _text_pass(window) if builtin == TEXT_MIME else False
-        if _untyped(window, text):
+        if self._untyped(window, text):
             return builtin  # the soft magic would print nothing: the built-in tests' answer stands
-        prefilter: MagicPrefilter = loaded[1]
+        prefilter = self._whole_prefilter() or loaded[1]
         candidates = prefilter.candidates(window, text)
         if not loaded[0].needs_whole.isdisjoint(candidates):
             return _ask(handles.window, window)
