@@ -306,7 +306,7 @@ std::unique_ptr<hs_database_t, FreeDatabase> hyperscan_database(const MatchSet& 
     std::vector<std::string> expressions;
     std::vector<const char*> pointers;
     for (const int number : numbers) {
-      expressions.push_back(set.anchored ? "\\A(?:" + set.patterns[number] + ")" : set.patterns[number]);
+      expressions.push_back(set.patterns[number]);
     }
     for (const std::string& expression : expressions) pointers.push_back(expression.c_str());
     const std::vector<unsigned> flags(numbers.size(), kHyperscanFlags);
@@ -335,8 +335,12 @@ int on_hyperscan_match(unsigned int id, unsigned long long, unsigned long long, 
 bool MatchSet::compile() {
   std::vector<int> rest;
 #ifdef RHINOBOX_HYPERSCAN
-  hyperscan = hyperscan_database(*this, rest);
-  serial = next_serial.fetch_add(1);
+  if (!anchored) {  // an anchored set stops a few bytes in with RE2 already; Hyperscan compiles it slowly
+    hyperscan = hyperscan_database(*this, rest);
+    serial = next_serial.fetch_add(1);
+  } else {
+    for (size_t i = 0; i < patterns.size(); ++i) rest.push_back(static_cast<int>(i));
+  }
 #else
   for (size_t i = 0; i < patterns.size(); ++i) rest.push_back(static_cast<int>(i));
 #endif
