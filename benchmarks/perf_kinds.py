@@ -51,6 +51,7 @@ def group_of(dso: str, kernel: bool, symbol: str) -> str:
         ("libpython", "python"),
         ("libmagic", "libmagic"),
         ("_magic_native", "compiled filter"),
+        ("libhs", "compiled filter"),  # Hyperscan, which only the compiled filter calls
         ("re2", "re2"),
         ("sqlite", "sqlite"),
     )
