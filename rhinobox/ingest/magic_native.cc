@@ -453,6 +453,7 @@ bool Filter::match(const MatchSet& matcher, const Buffer& buffer, Candidates& fo
   if (!matcher.compiled) return false;  // never built: the Python filter decides
 #ifdef RHINOBOX_HYPERSCAN
   if (matcher.hyperscan) {
+    if (buffer.size > UINT32_MAX) return false;  // Hyperscan takes 32-bit lengths: the Python filter decides
     thread_local Scratch scratch;
     hs_scratch_t* space = scratch.for_database(matcher.hyperscan.get(), matcher.serial);
     HyperscanMatches matches{&matcher, &found};
