@@ -10,6 +10,9 @@ import pytest
 from rhinobox.app import create_app
 from rhinobox.blobs.local import LocalBlobStore
 from rhinobox.catalog.sqlite import SQLiteCatalog
+from rhinobox.ingest.magic_cookies import load_prefilter
+from rhinobox.ingest.magic_db import MagicDatabase
+from rhinobox.ingest.magic_gates import MimeTestFilter, load_mime_filter
 from rhinobox.settings import Settings
 from tests.helpers import AiohttpClient, Client, make_settings
 
@@ -52,3 +55,19 @@ def local_store(tmp_path: Path) -> Iterator[LocalBlobStore]:
     blobs.open()
     yield blobs
     blobs.close()
+
+
+@pytest.fixture(scope="session")
+def database() -> MagicDatabase:
+    """The machine's magic database, as the sniffer reads it."""
+    loaded = load_prefilter()
+    assert loaded is not None
+    return loaded[0]
+
+
+@pytest.fixture(scope="session")
+def mime_filter() -> MimeTestFilter:
+    """The Python gates' filter over that database (the reference for the compiled one)."""
+    built = load_mime_filter()
+    assert built is not None
+    return built

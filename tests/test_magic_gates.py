@@ -14,9 +14,9 @@ from typing import Literal
 import pytest
 
 from benchmarks.workload import small_files
-from rhinobox.ingest.magic_cookies import LibmagicHandle, load_prefilter
+from rhinobox.ingest.magic_cookies import LibmagicHandle
 from rhinobox.ingest.magic_db import MagicDatabase
-from rhinobox.ingest.magic_gates import MimeTestFilter, load_mime_filter
+from rhinobox.ingest.magic_gates import MimeTestFilter
 from rhinobox.ingest.magic_plain import OCTET_STREAM, PLAIN_TEXT, plain_answer
 from rhinobox.ingest.magic_regex import regex_certain, regex_condition, translate
 from rhinobox.ingest.sniff import TEXT_WINDOW, MimeSniffer, _text_pass
@@ -25,20 +25,6 @@ from tests.magic_checks import disagreements, regex_example, varied_buffers
 _MIME_TYPE = 0x10
 _BUILTIN = 0x10 | 0x4000 | 0x1000 | 0x10000 | 0x8000  # MIME type, no soft magic (sniff._BUILTIN_FLAGS)
 _REGEX = 17
-
-
-@pytest.fixture(scope="module")
-def database() -> MagicDatabase:
-    loaded = load_prefilter()
-    assert loaded is not None
-    return loaded[0]
-
-
-@pytest.fixture(scope="module")
-def mime_filter() -> MimeTestFilter:
-    built = load_mime_filter()
-    assert built is not None
-    return built
 
 
 def test_plain_answers_are_the_built_in_tests_answers() -> None:

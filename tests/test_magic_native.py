@@ -18,7 +18,6 @@ from typing import Literal
 import pytest
 
 from benchmarks.workload import small_files
-from rhinobox.ingest.magic_cookies import load_prefilter
 from rhinobox.ingest.magic_db import MagicDatabase
 from rhinobox.ingest.magic_fixed import FixedTest, ModuloTest, RelationTest
 from rhinobox.ingest.magic_gates import (
@@ -28,7 +27,6 @@ from rhinobox.ingest.magic_gates import (
     MimeTestFilter,
     ModelledTest,
     Utf16Test,
-    load_mime_filter,
 )
 from rhinobox.ingest.magic_native import FilterBuilder, NativeMimeFilter, load_native_filter, native_library
 from rhinobox.ingest.sniff import MimeSniffer
@@ -38,22 +36,8 @@ _REGEX = 17
 
 
 @pytest.fixture(scope="module")
-def database() -> MagicDatabase:
-    loaded = load_prefilter()
-    assert loaded is not None
-    return loaded[0]
-
-
-@pytest.fixture(scope="module")
-def python_filter() -> MimeTestFilter:
-    built = load_mime_filter()
-    assert built is not None
-    return built
-
-
-@pytest.fixture(scope="module")
-def native_filter(python_filter: MimeTestFilter) -> NativeMimeFilter:
-    built = load_native_filter(python_filter)
+def native_filter(mime_filter: MimeTestFilter) -> NativeMimeFilter:
+    built = load_native_filter(mime_filter)
     assert built is not None, "the compiled filter did not build or load (the install needs g++ and libre2-dev)"
     return built
 
@@ -101,14 +85,14 @@ def _gate_buffers(gate: Gate) -> list[bytes]:
     return buffers
 
 
-def _buffers(database: MagicDatabase, python_filter: MimeTestFilter) -> list[bytes]:
+def _buffers(database: MagicDatabase, mime_filter: MimeTestFilter) -> list[bytes]:
     rng = random.Random(73)
     text = _TEXT
     buffers = varied_buffers(rng)
     buffers += [bytes(f) for kind in ("media", "binary", "text") for f in small_files(rng, 150, 4096, kind)]
-    for gate in python_filter.gates.values():
+    for gate in mime_filter.gates.values():
         buffers += _gate_buffers(gate)
-    for group in (python_filter.prefilter.binary, python_filter.prefilter.text):
+    for group in (mime_filter.prefilter.binary, mime_filter.prefilter.text):
         for literal, _, start, end, _ in group.finds:  # just inside and just outside each window
             edges = [start - 1, start] if end is None else [start, end - len(literal), end - len(literal) + 1]
             for at in edges:
@@ -139,14 +123,14 @@ def test_the_install_builds_the_compiled_filter_and_the_sniffer_uses_it() -> Non
 
 
 def test_the_compiled_filter_answers_as_the_python_one(
-    database: MagicDatabase, python_filter: MimeTestFilter, native_filter: NativeMimeFilter
+    database: MagicDatabase, mime_filter: MimeTestFilter, native_filter: NativeMimeFilter
 ) -> None:
-    buffers = _buffers(database, python_filter)
+    buffers = _buffers(database, mime_filter)
     differ = []
     answers = {True: 0, False: 0}
     for data in buffers:
         for text in (True, False):
-            want = python_filter.may_print(data, text)
+            want = mime_filter.may_print(data, text)
             answers[want] += 1
             if native_filter.may_print(data, text) != want:
                 differ.append(f"{data[:40]!r} (text {text}): the Python filter says {want}")
@@ -156,10 +140,10 @@ def test_the_compiled_filter_answers_as_the_python_one(
 
 
 def test_each_gate_answers_as_the_python_one_on_buffers_made_for_it(
-    database: MagicDatabase, python_filter: MimeTestFilter, native_filter: NativeMimeFilter
+    database: MagicDatabase, mime_filter: MimeTestFilter, native_filter: NativeMimeFilter
 ) -> None:
     differ, unknown, answers = [], 0, {True: 0, False: 0}
-    for index, gate in python_filter.gates.items():
+    for index, gate in mime_filter.gates.items():
         for data in _gate_buffers(gate):
             want, got = gate.may_print(data), native_filter.gate_may_print(index, data)
             answers[want] += 1
@@ -173,12 +157,12 @@ def test_each_gate_answers_as_the_python_one_on_buffers_made_for_it(
 
 
 def test_the_candidates_are_the_python_ones(
-    database: MagicDatabase, python_filter: MimeTestFilter, native_filter: NativeMimeFilter
+    database: MagicDatabase, mime_filter: MimeTestFilter, native_filter: NativeMimeFilter
 ) -> None:
     differ = []
-    for data in _buffers(database, python_filter):
+    for data in _buffers(database, mime_filter):
         for text in (True, False):
-            want, got = python_filter.prefilter.candidates(data, text), native_filter.candidates(data, text)
+            want, got = mime_filter.prefilter.candidates(data, text), native_filter.candidates(data, text)
             if got != want:
                 differ.append(f"{data[:40]!r} (text {text}): {sorted(set(got or []) ^ set(want))} differ")
     assert differ == []
@@ -228,7 +212,7 @@ def _condition_buffers(test: ModelledTest) -> list[bytes]:
     return [prefix + _TEXT[:200] for prefix in lines] + in_text + ended_by_returns
 
 
-def test_each_condition_holds_where_the_python_one_does(python_filter: MimeTestFilter) -> None:
+def test_each_condition_holds_where_the_python_one_does(mime_filter: MimeTestFilter) -> None:
     """Condition by condition (a gate's answer hides most of them): every number, string, literal,
     UTF-16, GUID and regex condition of the gates and the prefilter's tables, on both sides of it."""
     library = native_library()
@@ -236,9 +220,9 @@ def test_each_condition_holds_where_the_python_one_does(python_filter: MimeTestF
     handle = library.rb_filter_new(1)
     try:
         builder = FilterBuilder(library, handle)
-        prefilter = python_filter.prefilter
+        prefilter = mime_filter.prefilter
         conditions: dict[int, ModelledTest] = {}
-        for gate in python_filter.gates.values():
+        for gate in mime_filter.gates.values():
             for test in _conditions(gate):
                 conditions.setdefault(id(test), test)
         # Kinds this machine's database may lack: a case-folded string far in, a masked number.
@@ -268,10 +252,10 @@ def test_each_condition_holds_where_the_python_one_does(python_filter: MimeTestF
 
 
 def test_threads_get_the_same_answers(
-    database: MagicDatabase, python_filter: MimeTestFilter, native_filter: NativeMimeFilter
+    database: MagicDatabase, mime_filter: MimeTestFilter, native_filter: NativeMimeFilter
 ) -> None:
-    buffers = _buffers(database, python_filter)[:1500]
-    want = [python_filter.may_print(data, True) for data in buffers]
+    buffers = _buffers(database, mime_filter)[:1500]
+    want = [mime_filter.may_print(data, True) for data in buffers]
     with ThreadPoolExecutor(4) as pool:
         runs = list(pool.map(lambda _: [native_filter.may_print(data, True) for data in buffers], range(4)))
     assert all(run == want for run in runs)

@@ -15,10 +15,10 @@ import ctypes
 import importlib.util
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from functools import cache
-from typing import Final
+from typing import Final, TypeVar
 
 from rhinobox.ingest.magic_fixed import FixedTest, ModuloTest, RelationTest
 from rhinobox.ingest.magic_gates import (
@@ -35,6 +35,8 @@ from rhinobox.ingest.magic_prefilter import MagicPrefilter, SetPatterns, split_p
 from rhinobox.ingest.magic_regex import CertainTest, Re2Search, RegexTest
 
 log = logging.getLogger(__name__)
+
+_Built = TypeVar("_Built", bound="NativePrefilter")
 
 __all__ = ["NativeMimeFilter", "NativePrefilter", "load_native_filter", "load_native_prefilter", "native_library"]
 
@@ -303,27 +305,25 @@ class NativeMimeFilter(NativePrefilter):
         return self._python.may_print(data, text)
 
 
-@cache
-def load_native_filter(python: MimeTestFilter) -> NativeMimeFilter | None:
-    """The compiled filter over the same checks as `python` (built once per process), or None without the helper."""
+def _built(make: Callable[[ctypes.CDLL], _Built], what: str) -> _Built | None:
+    """`make` over the loaded helper, or None (no helper, or checks it cannot hold: logged)."""
     library = native_library()
     if library is None:
         return None
     try:
-        return NativeMimeFilter(library, python)
+        return make(library)
     except ValueError as error:
-        log.warning("type detection: the compiled filter cannot hold the checks (%s); the Python one runs", error)
+        log.warning("type detection: the compiled %s cannot hold the checks (%s); the Python one runs", what, error)
         return None
+
+
+@cache
+def load_native_filter(python: MimeTestFilter) -> NativeMimeFilter | None:
+    """The compiled filter over the same checks as `python` (built once per process), or None without the helper."""
+    return _built(lambda library: NativeMimeFilter(library, python), "filter")
 
 
 @cache
 def load_native_prefilter(prefilter: MagicPrefilter) -> NativePrefilter | None:
     """The compiled prefilter over the same checks as `prefilter` (built once per process), or None."""
-    library = native_library()
-    if library is None:
-        return None
-    try:
-        return NativePrefilter(library, prefilter)
-    except ValueError as error:
-        log.warning("type detection: the compiled prefilter cannot hold the checks (%s); the Python one runs", error)
-        return None
+    return _built(lambda library: NativePrefilter(library, prefilter), "prefilter")
