@@ -68,6 +68,7 @@ class Measure:
     rss_idle_kib: int | None = None
     rss_peak_kib: int | None = None
     cpu_seconds: float | None = None
+    user_cpu_seconds: float | None = None
     note: str = ""
     valid: bool = True  # False when any request failed: such a figure is shown but never used in a ratio
 
@@ -172,11 +173,11 @@ class Bench:
         warm = small_files(rng_for(self.args.seed, f"warmup/{report.name}/{target}"), WARMUP_FILES, 4 * KIB)
         warmup = [multipart_body(warm[:1]), multipart_body(warm[1:])]
         uvloop.run(closed_loop(url, warmup, 1))
-        idle = peak = cpu0 = None
+        idle = peak = cpu0 = user0 = None
         if server is not None:
             idle = server.status_kib("VmRSS")
             server.reset_peak()
-            cpu0 = server.cpu_seconds()
+            cpu0, user0 = server.cpu_seconds(), server.user_cpu_seconds()
         profile_path = None
         if self.profile_dir is not None and server is not None and target.startswith("rhinobox"):
             profile_path = self.profile_dir / f"{report.name}-{target.replace(' ', '_')}.txt"
@@ -185,13 +186,14 @@ class Bench:
                 result = uvloop.run(closed_loop(url, bodies, connections))
             else:
                 result = uvloop.run(paced(url, bodies, rate))
-        cpu = None
-        if server is not None and cpu0 is not None:
-            cpu = server.cpu_seconds() - cpu0
+        cpu = user = None
+        if server is not None and cpu0 is not None and user0 is not None:
+            cpu, user = server.cpu_seconds() - cpu0, server.user_cpu_seconds() - user0
             peak = server.status_kib("VmHWM")
         if profile_path is not None and profile_path.exists():
             report.profiles[target] = summarise(profile_path.read_text(), top=15)
         measure = Measure(target, files, nbytes, result.seconds, [s * 1000 for s in result.latencies], idle, peak, cpu)
+        measure.user_cpu_seconds = user
         measure.note = _note(result, files)
         measure.valid = not result.errors and result.files == files and not result.failed
         if not measure.valid and server is not None and server.log_path.exists():

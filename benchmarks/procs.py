@@ -83,8 +83,16 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server has used so far (all threads)."""
+        user, system = self._cpu_ticks()
+        return (user + system) / _CLK_TCK
+
+    def user_cpu_seconds(self) -> float:
+        """User CPU time alone: where type detection runs, apart from the kernel's file creation."""
+        return self._cpu_ticks()[0] / _CLK_TCK
+
+    def _cpu_ticks(self) -> tuple[int, int]:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return int(fields[11]), int(fields[12])
 
     def __enter__(self) -> ServerProcess:
         return self.start()

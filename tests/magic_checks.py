@@ -10,7 +10,7 @@ import tarfile
 from benchmarks.workload import small_files
 from rhinobox.ingest.sniff import MimeSniffer
 
-__all__ = ["disagreements", "regex_example", "varied_buffers"]
+__all__ = ["disagreements", "plain_edges", "regex_example", "varied_buffers"]
 
 
 def disagreements(buffers: list[bytes]) -> list[str]:
@@ -121,3 +121,34 @@ def regex_example(pattern: bytes, rng: random.Random) -> bytes | None:
             atom, i = atom * (int(count.group()) if count else 1), close + 1
         out += atom
     return bytes(out)
+
+
+# UTF-8 at the edges of Python's strict decoder: the shortest and longest of each length, overlong
+# forms, surrogates, past U+10FFFF, stray continuation bytes, sequences cut short.
+_UTF8_EDGES = (
+    *("c280", "dfbf", "c080", "c1bf", "e0a080", "e09fbf", "ed9fbf", "eda080", "edbfbf", "efbfbf"),
+    *("f0908080", "f08fbfbf", "f48fbfbf", "f4908080", "f5808080", "ff", "fe", "80", "bf", "e282"),
+    *("e228a1", "f09080", "c2", "e2829f28"),
+)
+
+
+def plain_edges(rng: random.Random) -> list[bytes]:
+    """Buffers at the edges of libmagic's plain checks (magic_plain, sniff's text pass): UTF-8, tar
+    checksums, CSV line counts, JSON starts, NULs inside and trailing, control bytes, marks."""
+    text = bytes(small_files(rng, 1, 1500, "text")[0])
+    made = [text[:2], text[:1], b"\t\n", b" \r\n\t", b"  \n[", b"x\0", b"\0x", b"\0\0x\0\0"]
+    for edge in _UTF8_EDGES:
+        sequence = bytes.fromhex(edge)
+        made += [text[:40] + sequence + text[40:80], text[:40] + sequence, sequence + b"\0\0"]
+        made.append(b"\xef\xbb\xbf" + sequence)
+    made += [text[:60] + bytes([byte]) + text[60:90] for byte in range(32)] + [text[:60] + b"\x7f" + text[60:90]]
+    for mark in (b"\xff\xfe", b"\xfe\xff", b"\0\0\xfe\xff", b"+/v", bytes.fromhex("d0cf11e0a1b11ae1")):
+        made += [mark + text[:100], mark + text[:100] + b"\0", mark + b"\0" + text[:100]]
+    head = _tar_head()[:512]
+    for field in (b"       \0", b"        ", b"0000000 ", b"\t\t\t\t\t\t\t\t", b"1234567x", b" 12 3456", b"7777777\0"):
+        made += [head[:148] + field + head[156:], (head[:148] + field + head[156:])[:520] + text[:40]]
+    made += [head, head + text[:100], head[:511]]
+    for lines in range(1, 14):
+        made += [b"a,b\n" * lines + text[:30], b"a,b\n" * lines + b'"q"\n', b"a,b\n" * lines, b"a\n" * lines]
+    made += [b"a,b\nc,d\n" + b'x"' + text[:30], b"a,b,c\nd,e,f\ng,h,i\nj,k\n" + text[:30]]
+    return made

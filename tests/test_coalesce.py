@@ -1,4 +1,4 @@
-"""Single-file coalescing: alone or signature-typed files are prepared inline, others share a worker task."""
+"""Single-file coalescing: alone or typed without libmagic, files are prepared inline; others share a worker task."""
 
 from __future__ import annotations
 
@@ -18,21 +18,21 @@ from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.coalesce import INLINE_PER_ITERATION, SingleFileCoalescer
 from rhinobox.ingest.pool import WorkerPool
 from rhinobox.ingest.sniff import MimeSniffer
-from rhinobox.ingest.stages import StageContext, prepare_in_memory, type_by_signature
+from rhinobox.ingest.stages import StageContext, prepare_in_memory, type_without_libmagic
 from tests.helpers import Client, entry_of, form, png
 from tests.samples import SAMPLES, make_sample
 
 
 class CountingSniffer(MimeSniffer):
-    """libmagic, counting the calls that reach it (the signature table answers before it)."""
+    """Counts the files typed the full way (with libmagic where it must look), not the cheap way."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0
 
-    def sniff(self, head: bytes | memoryview) -> str:
+    def sniff_document(self, data: bytes | memoryview) -> str:
         self.calls += 1
-        return super().sniff(head)
+        return super().sniff_document(data)
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def pool() -> Iterator[WorkerPool]:
 
 def coalescer(local_store: LocalBlobStore, pool: WorkerPool, sniffer: MimeSniffer) -> SingleFileCoalescer:
     ctx = StageContext(local_store, sniffer, Categorizer.load(local_store.spool_dir.parent))
-    return SingleFileCoalescer(pool, partial(prepare_in_memory, ctx), partial(type_by_signature, ctx))
+    return SingleFileCoalescer(pool, partial(prepare_in_memory, ctx), partial(type_without_libmagic, ctx))
 
 
 async def test_a_lone_request_is_prepared_inline(local_store: LocalBlobStore, pool: WorkerPool) -> None:
@@ -58,7 +58,7 @@ async def test_a_lone_request_is_prepared_inline(local_store: LocalBlobStore, po
     assert (singles.inline, singles.coalesced) == (1, 0)
 
 
-async def test_under_load_media_is_inline_and_unknown_content_shares_a_worker(
+async def test_under_load_files_typed_without_libmagic_are_inline_and_others_share_a_worker(
     local_store: LocalBlobStore, pool: WorkerPool
 ) -> None:
     sniffer = CountingSniffer()
@@ -66,20 +66,25 @@ async def test_under_load_media_is_inline_and_unknown_content_shares_a_worker(
     for _ in range(3):
         singles.enter()
     media = entry_of(png(1), 0)
-    unknown = [entry_of(random.Random(seed).randbytes(4096), seed) for seed in (2, 3)]
-    assert singles.prepare(media) is None
-    assert media.mime == "image/png"
-    assert media.blob_category == "images/png"
+    unknown = entry_of(random.Random(2).randbytes(4096), 1)
+    words = entry_of(b"plain words and nothing more\n" * 100, 2)
+    assert [singles.prepare(e) for e in (media, unknown, words)] == [None] * 3
+    assert (media.mime, media.blob_category) == ("image/png", "images/png")
+    assert (unknown.mime, words.mime) == ("application/octet-stream", "text/plain")
     assert media.spool_path is not None
     assert Path(media.spool_path).read_bytes() == png(1)
-    assert sniffer.calls == 0  # typed by the signature table, never sent to libmagic
-    shared = [singles.prepare(e) for e in unknown]
+    assert all(e.spool_path is not None and os.path.exists(e.spool_path) for e in (unknown, words))
+    assert sniffer.calls == 0  # all three typed where they stood, never handed to a worker
+    # A script and a JSON document need libmagic (the soft magic, the JSON parser): one worker task.
+    needs_libmagic = [entry_of(b"#!/bin/sh\necho hello\n", 3), entry_of(b'{"a": [1, 2]}', 4)]
+    shared = [singles.prepare(e) for e in needs_libmagic]
     assert shared[0] is not None
     assert shared[0] is shared[1]
     await shared[0]
-    assert [e.mime for e in unknown] == ["application/octet-stream"] * 2
-    assert all(e.spool_path is not None and os.path.exists(e.spool_path) for e in unknown)
-    assert (singles.inline, singles.coalesced) == (1, 2)
+    assert [e.mime for e in needs_libmagic] == ["text/x-shellscript", "application/json"]
+    assert all(e.spool_path is not None and os.path.exists(e.spool_path) for e in needs_libmagic)
+    assert sniffer.calls == 2
+    assert (singles.inline, singles.coalesced) == (3, 2)
 
 
 async def test_inline_preparation_is_bounded_per_loop_iteration(local_store: LocalBlobStore, pool: WorkerPool) -> None:

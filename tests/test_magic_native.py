@@ -29,8 +29,9 @@ from rhinobox.ingest.magic_gates import (
     Utf16Test,
 )
 from rhinobox.ingest.magic_native import FilterBuilder, NativeMimeFilter, load_native_filter, native_library
-from rhinobox.ingest.sniff import MimeSniffer
-from tests.magic_checks import regex_example, varied_buffers
+from rhinobox.ingest.magic_plain import OCTET_STREAM, PLAIN_TEXT, plain_answer
+from rhinobox.ingest.sniff import MimeSniffer, _text_pass
+from tests.magic_checks import plain_edges, regex_example, varied_buffers
 
 _REGEX = 17
 
@@ -266,6 +267,45 @@ def test_the_sniffer_types_as_it_does_without_the_compiled_filter() -> None:
     buffers = varied_buffers(rng) + [bytes(f) for kind in ("binary", "text") for f in small_files(rng, 200, 4096, kind)]
     native, python = MimeSniffer(native=True), MimeSniffer(native=False)
     assert [native.sniff_document(data) for data in buffers] == [python.sniff_document(data) for data in buffers]
+
+
+def test_typing_without_libmagic_answers_as_the_full_way_or_not_at_all() -> None:
+    rng = random.Random(6)
+    files = [bytes(f) for kind in ("media", "binary", "text") for f in small_files(rng, 300, 4096, kind)]
+    for sniffer in (MimeSniffer(native=True), MimeSniffer(native=False)):
+        for data in varied_buffers(rng) + files:
+            mime = sniffer.sniff_without_libmagic(data)
+            assert mime is None or mime == sniffer.sniff_document(data), data[:40]
+        # Media, and most unknown bytes and plain text (about 7% need libmagic), are typed this way.
+        assert sum(sniffer.sniff_without_libmagic(data) is not None for data in files) >= 0.85 * len(files)
+    assert MimeSniffer(prefilter=False).sniff_without_libmagic(files[-1]) is None
+
+
+def test_the_plain_checks_answer_as_the_python_ones() -> None:
+    library = native_library()
+    assert library is not None
+    buffers = plain_edges(random.Random(8)) + varied_buffers(random.Random(9))
+    passes = {False: 0, True: 1, None: 2}
+    answers = {None: 0, PLAIN_TEXT: 1, OCTET_STREAM: 2}
+    for data in buffers:
+        assert library.rb_text_pass(data, len(data)) == passes[_text_pass(data)], data[:60]
+        assert library.rb_plain_answer(data, len(data)) == answers[plain_answer(data)], data[:60]
+    assert len({plain_answer(data) for data in buffers}) == 3  # the edges reach every answer
+    assert len({_text_pass(data) for data in buffers}) == 3
+
+
+def test_the_first_look_is_the_python_one(
+    database: MagicDatabase, mime_filter: MimeTestFilter, native_filter: NativeMimeFilter
+) -> None:
+    python = MimeSniffer(native=False)
+    buffers = plain_edges(random.Random(10)) + _buffers(database, mime_filter)
+    looked = 0
+    for data in buffers:
+        look = native_filter.first_look(data)
+        if look is not None:
+            looked += 1
+            assert look == python._first_look(data), data[:60]
+    assert looked >= 0.9 * len(buffers)  # a deferred test hands back the rest
 
 
 def test_a_filter_built_with_wrong_numbers_refuses_them() -> None:

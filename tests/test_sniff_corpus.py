@@ -59,3 +59,15 @@ def test_streamed_and_in_memory_documents_get_the_same_type(corpus: list[tuple[P
         for start in range(0, len(data), 1000):
             scan.feed(data[start : start + 1000])
         assert sniffer.sniff_scan(scan) == sniffer.sniff_document(data), path
+
+
+def test_files_typed_without_libmagic_get_the_type_file_gives(corpus: list[tuple[Path, str]]) -> None:
+    sniffer = MimeSniffer()
+    cheap = []
+    for path, want in corpus:
+        data = path.read_bytes()
+        got = sniffer.sniff_without_libmagic(data)
+        if got is not None:
+            cheap.append(path)
+            assert got == want, path
+    assert len(cheap) >= 100  # small plain text and media: the common case on the event loop

@@ -1,10 +1,11 @@
 """Coalescing single-file requests: under concurrent load, many one-file requests share one thread hop.
 
 A lone single-file request is prepared inline on the event loop (the fast path: no hop at all). When
-several are in flight at once, a file the signature table types (media headers: microseconds, no
-libmagic) is still prepared inline, up to a bound per loop iteration, since its only other cost is
-one small spool write; the thread hop and wake-ups cost more than that. Files that need libmagic are
-gathered for one loop iteration and prepared together in one worker task, like an arena of a batch.
+several are in flight at once, a file typed without libmagic (media headers by the signature table,
+plain text and unknown bytes by the compiled filter: microseconds) is still prepared inline, up to a
+bound per loop iteration, since its only other cost is one small spool write; the thread hop and
+wake-ups cost more than that. Files that need libmagic are gathered for one loop iteration and
+prepared together in one worker task, like an arena of a batch.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from rhinobox.ingest.pool import WorkerPool
 
 __all__ = ["INLINE_PER_ITERATION", "SingleFileCoalescer"]
 
-# Signature-typed files prepared on the loop per iteration under load: each is one small spool write
-# (about 35 us for 128 KiB here), so this bounds the iteration at a millisecond or so.
+# Files typed without libmagic prepared on the loop per iteration under load: each is one small spool
+# write (about 35 us for 128 KiB here) and at most tens of microseconds of typing, so this bounds the
+# iteration at a millisecond or so.
 INLINE_PER_ITERATION: Final = 16
 
 PrepareFn = Callable[[Sequence[FileEntry]], None]
@@ -61,7 +63,7 @@ class SingleFileCoalescer:
         return self._batch
 
     def _inline_allowed(self, entry: FileEntry) -> bool:
-        """Under load: a signature-typed file, while this loop iteration has budget left."""
+        """Under load: a file typed without libmagic, while this loop iteration has budget left."""
         if self._inline_this_iteration >= INLINE_PER_ITERATION or not self._type_cheaply(entry):
             return False
         if self._inline_this_iteration == 0:

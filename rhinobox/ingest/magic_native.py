@@ -31,6 +31,7 @@ from rhinobox.ingest.magic_gates import (
     NegatedRegexTest,
     Utf16Test,
 )
+from rhinobox.ingest.magic_plain import FirstLook
 from rhinobox.ingest.magic_prefilter import MagicPrefilter, SetPatterns, split_patterns
 from rhinobox.ingest.magic_regex import CertainTest, Re2Search, RegexTest
 
@@ -49,6 +50,7 @@ _TO_END: Final = _U64  # a find's window reaching the buffer's end
 _NO: Final = 0
 _YES: Final = 1
 _DEFERRED: Final = 2
+_LOOKS: Final = tuple(sorted(FirstLook))  # by number: 0, 1, 2, 3
 
 
 class ConditionKind(IntEnum):
@@ -92,6 +94,9 @@ def _signatures(library: ctypes.CDLL) -> ctypes.CDLL:
         "rb_gate_may_print": ([handle, c_int, ctypes.c_char_p, size], c_int),
         "rb_condition_holds": ([handle, c_int, ctypes.c_char_p, size], c_int),
         "rb_hyperscan": ([], c_int),
+        "rb_first_look": ([handle, ctypes.c_char_p, size], c_int),
+        "rb_text_pass": ([ctypes.c_char_p, size], c_int),
+        "rb_plain_answer": ([ctypes.c_char_p, size], c_int),
     }  # fmt: skip
     for name, (argtypes, restype) in functions.items():
         function = getattr(library, name)
@@ -272,6 +277,7 @@ class NativeMimeFilter(NativePrefilter):
         self._python = python
         super().__init__(library, python.prefilter)
         self._may_print = library.rb_may_print
+        self._first_look = library.rb_first_look
 
     def _build(self) -> None:
         super()._build()
@@ -286,6 +292,12 @@ class NativeMimeFilter(NativePrefilter):
         """Whether `test`'s gate may print a MIME type on `data` (None: it reaches a condition Python only models)."""
         answer = int(self._library.rb_gate_may_print(self._handle, test, data, len(data)))
         return None if answer == 2 else bool(answer)
+
+    def first_look(self, data: bytes) -> FirstLook | None:
+        """libmagic's text pass, `may_print` and `plain_answer` on a document in one call, as sniff.py
+        composes them in Python; None when a test was deferred (the Python side looks again)."""
+        answer = self._first_look(self._handle, data, len(data))
+        return _LOOKS[answer] if 0 <= answer < len(_LOOKS) else None
 
     def may_print(self, data: bytes, text: bool) -> bool:
         """`MimeTestFilter.may_print(data, text)`, the same answer."""

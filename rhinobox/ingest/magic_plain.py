@@ -9,9 +9,10 @@ with a NUL inside that are neither tar, JSON nor a compound document. Anything e
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Final
 
-__all__ = ["OCTET_STREAM", "PLAIN_TEXT", "plain_answer"]
+__all__ = ["OCTET_STREAM", "PLAIN_TEXT", "FirstLook", "plain_answer"]
 
 PLAIN_TEXT: Final = "text/plain"
 OCTET_STREAM: Final = "application/octet-stream"
@@ -34,6 +35,23 @@ _CSV_LINES: Final = 10  # is_csv.c CSV_LINES
 _TAR_BLOCK: Final = 512
 _TAR_CHECKSUM: Final = slice(148, 156)
 _C_SPACE: Final = b" \t\n\v\f\r"
+
+
+class FirstLook(IntEnum):
+    """What the gates' filter and `plain_answer` leave of a document (magic_native.cc's numbers)."""
+
+    MAY_PRINT = 0  # a soft-magic test may print, or libmagic's text tests read a converted copy
+    PLAIN_TEXT = 1
+    PLAIN_BYTES = 2
+    BUILTIN = 3  # no soft-magic test prints; libmagic's built-in tests must tell
+
+    @property
+    def mime(self) -> str | None:
+        """The answer when it is plain, else None."""
+        return _PLAIN_MIMES.get(self)
+
+
+_PLAIN_MIMES: Final = {FirstLook.PLAIN_TEXT: PLAIN_TEXT, FirstLook.PLAIN_BYTES: OCTET_STREAM}
 
 
 def plain_answer(data: bytes) -> str | None:

@@ -22,7 +22,7 @@ from rhinobox.ingest.report import IngestReport
 from rhinobox.ingest.resources import IngestLimits, IngestResources
 from rhinobox.ingest.session import IngestSession
 from rhinobox.ingest.sniff import MimeSniffer
-from rhinobox.ingest.stages import StageContext, prepare_in_memory, type_by_signature
+from rhinobox.ingest.stages import StageContext, prepare_in_memory, type_without_libmagic
 from rhinobox.settings import FsyncMode, Settings
 
 __all__ = ["IngestPipeline"]
@@ -54,7 +54,9 @@ class IngestPipeline:
             pool=pool,
             arenas=ArenaPool(settings.workers * ARENAS_PER_WORKER),
             stages=stages,
-            singles=SingleFileCoalescer(pool, partial(prepare_in_memory, stages), partial(type_by_signature, stages)),
+            singles=SingleFileCoalescer(
+                pool, partial(prepare_in_memory, stages), partial(type_without_libmagic, stages)
+            ),
             limits=IngestLimits(
                 max_upload_bytes=settings.max_upload_bytes,
                 max_files_per_request=settings.max_files_per_request,

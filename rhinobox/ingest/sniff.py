@@ -22,7 +22,7 @@ from rhinobox.ingest.documents import DocumentScan
 from rhinobox.ingest.magic_cookies import LibmagicHandle, ReducedMagic, load_prefilter
 from rhinobox.ingest.magic_gates import MimeTestFilter, load_mime_filter
 from rhinobox.ingest.magic_native import NativeMimeFilter, NativePrefilter, load_native_filter, load_native_prefilter
-from rhinobox.ingest.magic_plain import plain_answer
+from rhinobox.ingest.magic_plain import FirstLook, plain_answer
 from rhinobox.ingest.magic_prefilter import MagicPrefilter
 from rhinobox.ingest.signatures import match_signature
 
@@ -172,6 +172,19 @@ class MimeSniffer:
             return builtin
         return self._soft_magic(handles, data, builtin)
 
+    def sniff_without_libmagic(self, data: bytes | memoryview) -> str | None:
+        """The MIME type of a whole document held in memory when no libmagic call is needed (a
+        signature, or plain text or bytes that no soft-magic test can type: microseconds); else None.
+
+        What lets a caller type the file where it stands instead of handing it to a worker thread.
+        """
+        known = match_signature(data[:SNIFF_BYTES])
+        if known is not None:
+            return known
+        if len(data) > TEXT_WINDOW or not self._prefilter or load_prefilter() is None:
+            return None
+        return self._first_look(bytes(data)).mime
+
     def sniff_scan(self, scan: DocumentScan) -> str:
         """The MIME type of a streamed document from what its scan kept (head and JSON verdict)."""
         head = scan.head
@@ -186,6 +199,20 @@ class MimeSniffer:
         if builtin not in _UNDECIDED:
             return builtin
         return self._soft_magic(handles, head, builtin)
+
+    def _first_look(self, whole: bytes) -> FirstLook:
+        """Whether a soft-magic test may print on a whole document, and if none may, the plain answer."""
+        mime_filter = self._gates_filter()
+        if isinstance(mime_filter, NativeMimeFilter):
+            look = mime_filter.first_look(whole)  # the same answer in one call
+            if look is not None:
+                return look
+        if not self._untyped(whole, _text_pass(whole)):
+            return FirstLook.MAY_PRINT
+        mime = plain_answer(whole)
+        if mime is None:
+            return FirstLook.BUILTIN
+        return FirstLook.PLAIN_TEXT if mime == TEXT_MIME else FirstLook.PLAIN_BYTES
 
     def _untyped(self, data: bytes, text: bool | None) -> bool:
         """No soft-magic test can print a MIME type on `data`: libmagic's built-in tests answer alone."""
@@ -213,11 +240,11 @@ class MimeSniffer:
         if handles.reduced_whole is None or loaded is None:
             return None
         whole = bytes(data)
-        text = _text_pass(whole)
-        if self._untyped(whole, text):
-            return plain_answer(whole) or _ask(handles.builtin, whole)
+        look = self._first_look(whole)
+        if look is not FirstLook.MAY_PRINT:
+            return look.mime or _ask(handles.builtin, whole)
         prefilter = self._whole_prefilter() or loaded[1]
-        candidates = prefilter.candidates(whole, text)
+        candidates = prefilter.candidates(whole, _text_pass(whole))
         if not loaded[0].needs_whole.isdisjoint(candidates):
             return _ask(handles.full, whole)
         mime = handles.reduced_whole.answer(candidates, whole)

@@ -14,11 +14,10 @@ from rhinobox.errors import RhinoBoxError, StorageError, storage_failure
 from rhinobox.ingest.categories import Categorizer
 from rhinobox.ingest.documents import DocumentScan
 from rhinobox.ingest.entry import DUPLICATE, STORED, FileEntry
-from rhinobox.ingest.signatures import match_signature
-from rhinobox.ingest.sniff import SNIFF_BYTES, MimeSniffer
+from rhinobox.ingest.sniff import MimeSniffer
 from rhinobox.ingest.spool import SpoolNames, remove_spool_file, write_spool_file
 
-__all__ = ["StageContext", "commit_entries", "prepare_in_memory", "prepare_spooled", "type_by_signature"]
+__all__ = ["StageContext", "commit_entries", "prepare_in_memory", "prepare_spooled", "type_without_libmagic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +33,14 @@ class StageContext:
         object.__setattr__(self, "spool_names", SpoolNames(self.store.spool_dir))
 
 
-def type_by_signature(ctx: StageContext, entry: FileEntry) -> bool:
-    """Type and categorize an arena file from the signature table alone; False if libmagic is needed.
+def type_without_libmagic(ctx: StageContext, entry: FileEntry) -> bool:
+    """Type and categorize an arena file when no libmagic call is needed; False if it is.
 
-    Microseconds, no libmagic: what lets a caller decide to prepare the file on the event loop.
+    Microseconds (a signature, or plain text or bytes no soft-magic test can type): what lets a
+    caller decide to prepare the file on the event loop.
     """
     assert entry.arena is not None
-    mime = match_signature(entry.arena.view[entry.offset : entry.offset + min(entry.size, SNIFF_BYTES)])
+    mime = ctx.sniffer.sniff_without_libmagic(entry.arena.view[entry.offset : entry.offset + entry.size])
     if mime is None:
         return False
     entry.mime = mime
@@ -61,7 +61,7 @@ def prepare_in_memory(
     store is not asked: its commit looks anyway, and a local spool write is cheaper than a round trip.
     With `defer_known`, content already stored is not sniffed at all: the caller takes its type from
     the catalog in one query for the whole request (`mime` stays None until then). A file already
-    typed (`type_by_signature`) is not sniffed again.
+    typed (`type_without_libmagic`) is not sniffed again.
 
     The spool writes run under `spool_lane` when given: the arenas of one request are prepared on
     several workers, and sniffing gains from that, but small-file creation does not. Two threads
