@@ -22,7 +22,7 @@ RUN apt-get update \
 WORKDIR /opt/rhinobox
 COPY pyproject.toml setup.py README.md ./
 COPY rhinobox ./rhinobox
-# g++ and the headers only while pip builds the compiled filter (rhinobox/ingest/magic_native.cc).
+# g++ and the headers only while pip builds the compiled filter (rhinobox/ingest/magic_*.cc).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ libre2-dev libhyperscan-dev \
     && pip install . && rm -rf /opt/rhinobox/build \

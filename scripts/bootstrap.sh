@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 extras=""
 if [ "${1:-}" = "--test" ]; then extras="[test]"; shift; fi
-# g++ and libre2-dev: pip builds the compiled type-detection filter (rhinobox/ingest/magic_native.cc),
+# g++ and libre2-dev: pip builds the compiled type-detection filter (rhinobox/ingest/magic_*.cc),
 # with Hyperscan where Debian has it (amd64) to search text.
 packages=(libmagic1 python3-venv curl g++ libre2-dev "$@")
 if [ "$(dpkg --print-architecture)" = amd64 ]; then packages+=(libhyperscan-dev); fi

@@ -5,6 +5,7 @@ the text encoding; what is left is "text/plain" (text) or "application/octet-str
 answers the two common cases in microseconds, each built-in test reduced to a check that errs one
 way only (towards "ask libmagic"): ASCII or UTF-8 text that is neither JSON, CSV nor tar, and bytes
 with a NUL inside that are neither tar, JSON nor a compound document. Anything else is None.
+`magic_plain.cc` answers the same in the compiled filter's one-call first look (`FirstLook`).
 """
 
 from __future__ import annotations
